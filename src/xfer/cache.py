@@ -1,0 +1,89 @@
+"""The trunk cache: source-stage weights stored under a key hashed from everything that shaped them.
+
+An entry is a folder ``<root>/<key>/`` holding ``source_model.safetensors`` (adapter, trunk and head
+of the source model; safetensors cannot run code when loaded) and ``meta.json``. Entries are built
+in a temp folder and renamed into place, so an entry either exists whole or not at all; a file lock
+makes concurrent jobs with the same key wait for the first instead of training twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from filelock import FileLock
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from xfer.io import atomic_write_json
+
+CACHE_VERSION = 1  # bump when the source stage changes in a way configs do not show
+MODEL_FILE, META_FILE = "source_model.safetensors", "meta.json"
+
+
+class CacheError(RuntimeError):
+    """A cache entry exists but cannot be used."""
+
+
+def cache_key(shaping: dict[str, Any]) -> str:
+    blob = json.dumps({"version": CACHE_VERSION, **shaping}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class TrunkCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def entry(self, key: str) -> Path:
+        return self.root / key
+
+    def has(self, key: str) -> bool:
+        return (self.entry(key) / META_FILE).is_file() and (self.entry(key) / MODEL_FILE).is_file()
+
+    @contextmanager
+    def lock(self, key: str, timeout: float = 6 * 3600) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f"{key}.lock"), timeout=timeout):
+            yield
+
+    def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        entry = self.entry(key)
+        try:
+            state = load_file(str(entry / MODEL_FILE))
+            meta = json.loads((entry / META_FILE).read_text())
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CacheError(f"trunk cache entry {entry} is unreadable ({err}); delete that folder to rebuild it") from None
+        return state, meta
+
+    def store(self, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+        final = self.entry(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.", suffix=".tmp"))
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / MODEL_FILE))
+            atomic_write_json(tmp / META_FILE, meta)
+            if final.exists():  # a stale partial entry from an older layout; replace it whole
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def get_or_build(self, key: str, build: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
+        """(state, meta, hit). ``build`` runs at most once per key, even across processes."""
+        if self.has(key):
+            return (*self.load(key), True)
+        with self.lock(key):
+            if self.has(key):
+                return (*self.load(key), True)
+            state, meta = build()
+            self.store(key, state, meta)
+            return state, meta, False

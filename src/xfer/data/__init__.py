@@ -1,0 +1,6 @@
+from xfer.data.errors import DataError
+from xfer.data.image import ImageDataModule
+from xfer.data.spec import DataSpec
+from xfer.data.text import TextDataModule
+
+__all__ = ["DataError", "DataSpec", "ImageDataModule", "TextDataModule"]

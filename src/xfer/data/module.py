@@ -1,0 +1,171 @@
+"""The LightningDataModule shared by images and text: load once, split, subset, encode, serve tensors."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from xfer.data.errors import DataError
+from xfer.data.readers import READERS, Raw
+from xfer.data.spec import DataSpec
+from xfer.data.splits import balanced_subset, split_off, stratified_split
+
+SPLITS = ("train", "val", "test")
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation that is a pure function of (seed, epoch): a resumed run sees the same order
+    as an uninterrupted one. Lightning calls ``set_epoch`` before every training epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class SplitDataModule(pl.LightningDataModule):
+    """Train/val/test tensors for one classification data set.
+
+    Splits come from the reader when the data set defines them, else they are stratified and fixed
+    by ``split_seed``. ``fraction`` / ``samples_per_class`` then keep a class-balanced, ``seed``-ed
+    subset of the training split only. Subclasses turn raw items into tensors (``encode``).
+    """
+
+    modality = ""
+
+    def __init__(self, name: str, reader: str | None = None, path: str | None = None,
+                 reader_args: dict[str, Any] | None = None, classes: Sequence[int] | None = None,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
+                 fraction: float = 1.0, samples_per_class: int | None = None, batch_size: int = 64,
+                 eval_batch_size: int = 512, num_workers: int = 0, seed: int = 0, **_: Any):
+        super().__init__()
+        if not 0.0 < fraction <= 1.0:
+            raise DataError(f"{name}.fraction={fraction} is out of range; allowed: 0 < fraction <= 1")
+        if samples_per_class is not None and samples_per_class < 1:
+            raise DataError(f"{name}.samples_per_class={samples_per_class}; allowed: an integer >= 1 or null")
+        self.name = name
+        self.reader = reader or name
+        if self.reader not in READERS:
+            raise DataError(f"{name}.reader={self.reader!r} is unknown; allowed: {', '.join(sorted(READERS))}")
+        self.path, self.reader_args = path, dict(reader_args or {})
+        self.classes = list(classes) if classes is not None else None
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.fraction, self.samples_per_class = fraction, samples_per_class
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.seed = seed
+        self.datasets: dict[str, TensorDataset] = {}
+        self.class_names: list[str] = []
+        self.dropped: dict[str, int] = {}
+        self._spec: DataSpec | None = None
+
+    # -- to be provided by subclasses ------------------------------------------------------
+    def encode(self, items: dict[str, Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def spec_fields(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        raw = READERS[self.reader](self.path, **self.reader_args)
+        self.dropped = dict(raw.dropped)
+        split_items, split_labels = self._split(raw)
+        encoded = self.encode(split_items)
+        for s in SPLITS:
+            self.datasets[s] = TensorDataset(encoded[s], torch.as_tensor(split_labels[s]))
+        self._spec = DataSpec(name=self.name, modality=self.modality, num_classes=len(self.class_names),
+                              class_names=tuple(self.class_names), **self.spec_fields())
+
+    def _split(self, raw: Raw) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        names = raw.class_names
+        # one pool of items with a split tag, so class filtering and relabelling happen once
+        tags, items, labels = [], [], []
+        for s, (x, y) in raw.splits.items():
+            tags.append(np.full(len(y), s, dtype=object))
+            items.append(x)
+            labels.append(np.asarray(y, dtype=np.int64))
+        tag = np.concatenate(tags)
+        label = np.concatenate(labels)
+        pool = np.concatenate(items) if isinstance(items[0], np.ndarray) else sum(items, [])
+        if self.classes is not None:
+            bad = [c for c in self.classes if not 0 <= c < len(names)]
+            if bad:
+                raise DataError(f"{self.name}.classes has {bad}; allowed: label indices 0..{len(names) - 1}")
+            remap = np.full(len(names), -1)
+            remap[self.classes] = np.arange(len(self.classes))
+            keep = np.flatnonzero(remap[label] >= 0)
+            tag, label = tag[keep], remap[label[keep]]
+            pool = pool[keep] if isinstance(pool, np.ndarray) else [pool[i] for i in keep]
+            names = [names[c] for c in self.classes]
+        self.class_names = list(names)
+
+        index: dict[str, np.ndarray] = {s: np.flatnonzero(tag == s) for s in SPLITS}
+        if len(index["test"]) == 0 and len(index["val"]) == 0:
+            tr, va, te = stratified_split(label[index["train"]], self.val_fraction, self.test_fraction,
+                                          self.split_seed)
+            base = index["train"]
+            index = {"train": base[tr], "val": base[va], "test": base[te]}
+        elif len(index["val"]) == 0:
+            index["train"], index["val"] = split_off(label, index["train"], self.val_fraction, self.split_seed)
+        present = set(np.unique(label[index["train"]]).tolist())
+        for s in ("val", "test"):
+            missing = sorted(set(np.unique(label[index[s]]).tolist()) - present)
+            if missing:
+                raise DataError(f"data set '{self.name}': classes {[names[m] for m in missing]} appear in "
+                                f"{s} but not in train")
+        if len(present) < len(names):
+            raise DataError(f"data set '{self.name}': only {len(present)} of {len(names)} classes have "
+                            f"training samples")
+        index["train"] = balanced_subset(label, index["train"], self.seed, self.fraction, self.samples_per_class)
+        for s in SPLITS:
+            if len(index[s]) == 0:
+                raise DataError(f"data set '{self.name}': the {s} split is empty; "
+                                f"raise val_fraction/test_fraction or supply more data")
+        take = (lambda ix: pool[ix]) if isinstance(pool, np.ndarray) else (lambda ix: [pool[i] for i in ix])
+        return {s: take(index[s]) for s in SPLITS}, {s: label[index[s]] for s in SPLITS}
+
+    @property
+    def spec(self) -> DataSpec:
+        if self._spec is None:
+            self.setup()
+        assert self._spec is not None
+        return self._spec
+
+    def sizes(self) -> dict[str, int]:
+        return {s: len(d) for s, d in self.datasets.items()}
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.datasets[split]
+        return DataLoader(
+            data,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=EpochShuffle(len(data), self.seed) if train else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            # its own generator: creating an iterator never draws from the global RNG, which the
+            # per-epoch reseed (build.EpochSeed) owns, so resumed and uninterrupted runs agree
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

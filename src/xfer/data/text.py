@@ -1,0 +1,56 @@
+"""Text classification data: a word-level tokenizer fitted on the training split only, then every
+split encoded once into int64 ids [N, max_len] (padded or truncated)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+from xfer.data.module import SplitDataModule
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+def fit_tokenizer(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool,
+                  max_len: int) -> Tokenizer:
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase,
+                                                clean_text=True, handle_chinese_chars=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=[PAD, UNK], show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.enable_truncation(max_length=max_len)
+    tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD, length=max_len)
+    return tok
+
+
+def encode_texts(tok: Tokenizer, texts: list[str]) -> torch.Tensor:
+    return torch.tensor([e.ids for e in tok.encode_batch(texts)], dtype=torch.int64)
+
+
+
+
+
+class TextDataModule(SplitDataModule):
+    modality = "text"
+
+    def __init__(self, name: str, max_len: int = 48, vocab_size: int = 20000, min_frequency: int = 1,
+                 lowercase: bool = True, **kwargs: Any):
+        super().__init__(name, **kwargs)
+        if max_len < 1 or vocab_size < 3:
+            raise ValueError(f"{name}: max_len={max_len} and vocab_size={vocab_size}; allowed: "
+                             f"max_len >= 1, vocab_size >= 3")
+        self.max_len, self.vocab_size, self.min_frequency, self.lowercase = max_len, vocab_size, min_frequency, lowercase
+        self.tokenizer: Tokenizer | None = None
+
+    def encode(self, items: dict[str, Any]) -> dict[str, torch.Tensor]:
+        self.tokenizer = fit_tokenizer(items["train"], self.vocab_size, self.min_frequency,
+                                       self.lowercase, self.max_len)
+        return {s: encode_texts(self.tokenizer, texts) for s, texts in items.items()}
+
+    def spec_fields(self) -> dict[str, Any]:
+        assert self.tokenizer is not None
+        return {"vocab_size": self.tokenizer.get_vocab_size(), "seq_len": self.max_len,
+                "pad_id": self.tokenizer.token_to_id(PAD)}

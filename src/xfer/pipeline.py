@@ -1,0 +1,232 @@
+"""One run: the source stage (cached), then the target stage, then results.json and a summary."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from xfer import build
+from xfer.cache import TrunkCache, cache_key
+from xfer.io import atomic_write_json
+from xfer.models.module import TransferModule
+from xfer.strategies.joint import JointDataModule, JointTransferModule
+
+log = logging.getLogger(__name__)
+
+# data-module settings that do not change what the source stage learns
+_NOT_SHAPING = ("num_workers", "eval_batch_size")
+
+
+@dataclass
+class SourceOutcome:
+    state: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    cached: bool
+    key: str
+
+
+@dataclass
+class StageResult:
+    test: dict[str, float]
+    wall_s: float
+    best_val: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def source_key(cfg: DictConfig) -> str:
+    source = {k: v for k, v in build.to_dict(cfg.source).items() if k not in _NOT_SHAPING}
+    return cache_key({
+        "source": source,
+        "adapter": build.to_dict(cfg.source_adapter),
+        "trunk": build.to_dict(cfg.trunk),
+        "head": build.to_dict(cfg.head),
+        "stage": build.to_dict(cfg.source_stage),
+        "seed": cfg.seed,
+        "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
+        "precision": str(cfg.trainer.get("precision")),
+    })
+
+
+def fit_and_test(cfg: DictConfig, module: TransferModule, dm: pl.LightningDataModule, run_dir: Path,
+                 stage: str, callbacks: list, ckpt_path: str | None = None, **trainer_overrides: Any
+                 ) -> tuple[StageResult, pl.Trainer]:
+    start = time.perf_counter()
+    trainer = build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    best = None if trainer.fast_dev_run else "best"
+    tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+    ckpt = trainer.checkpoint_callback
+    best_val = float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None
+    return StageResult(dict(tested[0]), time.perf_counter() - start, best_val), trainer
+
+
+def run_source_stage(cfg: DictConfig, run_dir: Path) -> SourceOutcome:
+    key = source_key(cfg)
+    cache = TrunkCache(cfg.paths.cache_dir)
+
+    def train() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        log.info("source stage: training the trunk on %s (cache key %s)", cfg.source.name, key)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        dm = build.datamodule(cfg.source, cfg.seed)
+        trunk = instantiate(cfg.trunk)
+        optim = build.to_dict(cfg.source_stage.optim)
+        module = build.model(dm.spec, trunk, cfg.source_adapter, cfg.head, optim)
+        result, _ = fit_and_test(cfg, module, dm, run_dir, "source", [],
+                                 max_epochs=cfg.source_stage.max_epochs)
+        meta = {"key": key, "dataset": cfg.source.name, "test": result.test, "best_val": result.best_val,
+                "wall_s": result.wall_s, "sizes": dm.sizes(), "trained_in": str(run_dir)}
+        return module.state_dict(), meta
+
+    if cfg.trainer.get("fast_dev_run"):  # a smoke test's trunk is never worth caching
+        state, meta = train()
+        return SourceOutcome(state, meta, False, key)
+    state, meta, hit = cache.get_or_build(key, train)
+    if hit:
+        log.info("source stage: reusing the cached trunk %s (trained in %s)", key, meta.get("trained_in"))
+    return SourceOutcome(state, meta, hit, key)
+
+
+def load_trunk(trunk: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    prefix = "trunk."
+    trunk_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    trunk.load_state_dict(trunk_state, strict=True)
+
+
+def build_target(cfg: DictConfig, strat, target_dm, source: SourceOutcome | None, optim: dict[str, Any]
+                 ) -> tuple[TransferModule, pl.LightningDataModule]:
+    """The target model (and the data it trains on) for this strategy."""
+    # The target model's initialisation must not depend on whether the source stage ran or came
+    # from the cache, nor on the strategy: reseed, then build, then load the trunk.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    trunk = instantiate(cfg.trunk)
+    dm: pl.LightningDataModule = target_dm
+    if getattr(strat, "joint_source", False):
+        source_dm = build.datamodule(cfg.source, cfg.seed)
+        src_adapter, src_head = build.adapter_and_head(source_dm.spec, trunk, cfg.source_adapter, cfg.head)
+        module = build.model(target_dm.spec, trunk, cfg.target_adapter, cfg.head, optim, strat,
+                             cls=JointTransferModule, source_adapter=src_adapter, source_head=src_head,
+                             lam=strat.lam)
+        dm = JointDataModule(target_dm, source_dm)
+    else:
+        module = build.model(target_dm.spec, trunk, cfg.target_adapter, cfg.head, optim, strat)
+    if source is not None:
+        load_trunk(module.trunk, source.state)
+    if getattr(strat, "wants_source_features", False):
+        assert source is not None
+        strat.attach_source_features(source_features(cfg, source, module.trunk))
+    return module, dm
+
+
+@torch.no_grad()
+def source_features(cfg: DictConfig, source: SourceOutcome, trunk: torch.nn.Module, limit: int = 2048
+                    ) -> torch.Tensor:
+    """The pretrained trunk's features of (up to ``limit``) source training images."""
+    dm = build.datamodule(cfg.source, cfg.seed)
+    adapter, _ = build.adapter_and_head(dm.spec, trunk, cfg.source_adapter, cfg.head)
+    adapter.load_state_dict({k[len("adapter."):]: v for k, v in source.state.items() if k.startswith("adapter.")})
+    images = dm.datasets["train"].tensors[0][:limit]
+    was_training = trunk.training
+    adapter.eval(), trunk.eval()
+    feats = torch.cat([trunk(adapter(chunk)) for chunk in images.split(512)])
+    trunk.train(was_training)
+    return feats
+
+
+def count_params(module: torch.nn.Module, trainer: pl.Trainer) -> dict[str, int]:
+    total = sum(p.numel() for p in module.parameters())
+    if trainer.optimizers:
+        trained = sum(p.numel() for g in trainer.optimizers[0].param_groups for p in g["params"])
+    else:
+        trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return {"trainable": trained, "total": total}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run both stages for one config; write results.json into the run folder and return it."""
+    started = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+
+    strat = build.strategy(cfg.strategy)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    target_dm = build.datamodule(cfg.target, cfg.seed)
+    trunk = instantiate(cfg.trunk)
+    strat.validate(len(trunk.blocks))
+
+    source = run_source_stage(cfg, run_dir) if strat.needs_source else None
+
+    optim = build.to_dict(cfg.optim)
+    module, dm = build_target(cfg, strat, target_dm, source, optim)
+    target, trainer = fit_and_test(cfg, module, dm, run_dir, "target",
+                                   build.strategy_callbacks(strat, optim), ckpt_path=cfg.get("ckpt_path"))
+
+    results = {
+        "status": "ok",
+        "experiment": cfg.name,
+        "strategy": strat.describe(),
+        "seed": cfg.seed,
+        "fraction": cfg.target.fraction,
+        "samples_per_class": cfg.target.get("samples_per_class"),
+        "source": None if source is None else {
+            "dataset": cfg.source.name, "cached": source.cached, "key": source.key,
+            "test": source.meta["test"], "wall_s": 0.0 if source.cached else source.meta["wall_s"],
+            "trained_in": source.meta.get("trained_in"),
+        },
+        "target": {
+            "dataset": cfg.target.name, "test": target.test, "best_val": target.best_val,
+            "wall_s": target.wall_s, "sizes": target_dm.sizes(), "dropped": target_dm.dropped,
+        },
+        "params": count_params(module, trainer),
+        "run_dir": str(run_dir),
+        "wall_s": time.perf_counter() - started,
+    }
+    atomic_write_json(run_dir / "results.json", results)
+    _log_hparams(trainer, cfg, results)
+    return results
+
+
+def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, results: dict[str, Any]) -> None:
+    logger = trainer.logger
+    if logger is None or trainer.fast_dev_run:
+        return
+    hparams = {
+        "strategy": results["strategy"]["name"], "seed": cfg.seed, "fraction": cfg.target.fraction,
+        "source": cfg.source.name, "target": cfg.target.name, "trunk": cfg.trunk._target_.rsplit(".", 1)[-1],
+        "lr": cfg.optim.lr, "trunk_lr": cfg.optim.trunk_lr, "weight_decay": cfg.optim.weight_decay,
+        "max_epochs": cfg.trainer.max_epochs,
+    }
+    metrics = {f"hp/target_{k.split('/')[-1]}": v for k, v in results["target"]["test"].items()}
+    if results["source"]:
+        metrics.update({f"hp/source_{k.split('/')[-1]}": v for k, v in results["source"]["test"].items()})
+    logger.log_hyperparams(hparams, metrics=metrics)
+    logger.finalize("success")
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    def pct(stage: dict[str, Any], key: str) -> str:
+        value = stage["test"].get(f"test/{key}")
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    lines = [f"xfer {results['experiment']}: strategy={results['strategy']['name']} seed={results['seed']} "
+             f"fraction={results['fraction']}"]
+    src = results["source"]
+    if src:
+        how = f"cached trunk {src['key']}" if src["cached"] else f"trained in {src['wall_s']:.0f} s, key {src['key']}"
+        lines.append(f"  source  {src['dataset']:<14} test acc {pct(src, 'acc'):>6}   ({how})")
+    else:
+        lines.append("  source  (none: trunk starts random)")
+    tgt = results["target"]
+    lines.append(f"  target  {tgt['dataset']:<14} test acc {pct(tgt, 'acc'):>6}   macro-F1 {pct(tgt, 'f1')}"
+                 f"   ({tgt['wall_s']:.0f} s)")
+    lines.append(f"  run     {results['run_dir']}")
+    lines.append(f"  view    tensorboard --logdir {results['run_dir']}")
+    return lines

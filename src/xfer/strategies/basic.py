@@ -1,0 +1,97 @@
+"""Strategies that keep one plan for the whole run."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+
+from xfer.strategies.base import BlockPlan, Plan, Strategy, StrategyError
+
+
+class Finetune(Strategy):
+    """Train everything; the trunk at ``trunk_lr``."""
+
+    name = "finetune"
+
+
+class Scratch(Finetune):
+    """No source stage: the same recipe as finetune on a randomly initialised trunk."""
+
+    name = "scratch"
+    needs_source = False
+
+
+class LinearProbe(Strategy):
+    """Freeze the whole trunk; train the adapter and head."""
+
+    name = "linear_probe"
+
+    def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
+        return Plan(tuple(self.frozen_block(trunk_lr) for _ in range(n_blocks)), lr)
+
+
+class FreezeFirstK(Strategy):
+    """Freeze trunk blocks [0, k) and train the rest (Yosinski et al. 2014, layer transfer)."""
+
+    name = "freeze_first_k"
+
+    def __init__(self, k: int = 2, **kw):
+        super().__init__(**kw)
+        self.k = k
+
+    def validate(self, n_blocks: int) -> None:
+        if not isinstance(self.k, int) or not 0 <= self.k <= n_blocks:
+            raise StrategyError(f"strategy.k={self.k}; allowed: an integer 0..{n_blocks} (the trunk has "
+                                f"{n_blocks} blocks)")
+
+    def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
+        return Plan(tuple(self.frozen_block(trunk_lr) if i < self.k else BlockPlan("all", trunk_lr)
+                          for i in range(n_blocks)), lr)
+
+
+class Surgical(Strategy):
+    """Train only the listed trunk blocks (Lee et al. 2023, surgical fine-tuning)."""
+
+    name = "surgical"
+
+    def __init__(self, blocks: Sequence[int] = (0,), **kw):
+        super().__init__(**kw)
+        self.blocks = list(blocks)
+
+    def validate(self, n_blocks: int) -> None:
+        bad = [b for b in self.blocks if not isinstance(b, int) or not 0 <= b < n_blocks]
+        if bad or not self.blocks:
+            raise StrategyError(f"strategy.blocks={self.blocks}; allowed: a non-empty list of block indices "
+                                f"0..{n_blocks - 1}")
+
+    def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
+        return Plan(tuple(BlockPlan("all", trunk_lr) if i in self.blocks else self.frozen_block(trunk_lr)
+                          for i in range(n_blocks)), lr)
+
+
+class NormOnly(Strategy):
+    """Train only the trunk's normalisation affine parameters and biases (plus adapter and head)."""
+
+    name = "norm_only"
+
+    def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
+        return Plan(tuple(BlockPlan("norm", trunk_lr) for _ in range(n_blocks)), lr)
+
+
+class LayerwiseLR(Strategy):
+    """Discriminative lr: block i trains at trunk_lr * decay^(n - 1 - i), the top block at trunk_lr
+    (ULMFiT; timm's layer decay)."""
+
+    name = "layerwise_lr"
+
+    def __init__(self, decay: float = 0.5, **kw):
+        super().__init__(**kw)
+        self.decay = decay
+
+    def validate(self, n_blocks: int) -> None:
+        if not 0 < self.decay <= 1:
+            raise StrategyError(f"strategy.decay={self.decay}; allowed: 0 < decay <= 1")
+
+    def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
+        return Plan(tuple(BlockPlan("all", trunk_lr * self.decay ** (n_blocks - 1 - i))
+                          for i in range(n_blocks)), lr)

