@@ -130,7 +130,11 @@ class SplitDataModule(pl.LightningDataModule):
         if len(present) < len(names):
             raise DataError(f"data set '{self.name}': only {len(present)} of {len(names)} classes have "
                             f"training samples")
-        index["train"] = balanced_subset(label, index["train"], self.seed, self.fraction, self.samples_per_class)
+        try:
+            index["train"] = balanced_subset(label, index["train"], self.seed, self.fraction,
+                                             self.samples_per_class)
+        except ValueError as err:
+            raise DataError(f"data set '{self.name}': {err}") from None
         for s in SPLITS:
             if len(index[s]) == 0:
                 raise DataError(f"data set '{self.name}': the {s} split is empty; "

