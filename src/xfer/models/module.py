@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from xfer.models.schedule import PeakScaledLR
 
@@ -52,6 +52,9 @@ class TransferModule(pl.LightningModule):
             "acc": MulticlassAccuracy(num_classes, average="micro"),
             "f1": MulticlassF1Score(num_classes, average="macro"),
         })
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion: list[list[int]] | None = None
+        self.class_names: list[str] = [str(i) for i in range(num_classes)]
         self.metrics = nn.ModuleDict({f"{s}_": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
 
     # -- model -------------------------------------------------------------------------------
@@ -102,6 +105,19 @@ class TransferModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+        x, y = batch
+        self.confusion.update(self(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.confusion.compute()
+        self.confusion.reset()
+        self.test_confusion = matrix.tolist()
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_figure"):
+            from xfer.plots import confusion_figure
+
+            experiment.add_figure("test/confusion_matrix", confusion_figure(matrix, self.class_names),
+                                  global_step=self.global_step)
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):

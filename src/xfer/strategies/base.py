@@ -56,6 +56,10 @@ class Strategy:
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
         return Plan(tuple(BlockPlan("all", trunk_lr) for _ in range(n_blocks)), lr)
 
+    def reinit_blocks(self, n_blocks: int) -> list[int]:
+        """Trunk blocks to re-initialise after the pretrained trunk is loaded (Yosinski's AnB)."""
+        return []
+
     def transitions(self) -> bool:
         """True when ``plan`` changes with the epoch (gradual unfreezing, LP-FT, ...)."""
         return False

@@ -31,13 +31,17 @@ class LinearProbe(Strategy):
 
 
 class FreezeFirstK(Strategy):
-    """Freeze trunk blocks [0, k) and train the rest (Yosinski et al. 2014, layer transfer)."""
+    """Freeze trunk blocks [0, k) and train the rest (Yosinski et al. 2014, layer transfer). With
+    ``reinit_rest`` the blocks from k up start random instead of pretrained (Yosinski's AnB)."""
 
     name = "freeze_first_k"
 
-    def __init__(self, k: int = 2, **kw):
+    def __init__(self, k: int = 2, reinit_rest: bool = False, **kw):
         super().__init__(**kw)
-        self.k = k
+        self.k, self.reinit_rest = k, reinit_rest
+
+    def reinit_blocks(self, n_blocks: int) -> list[int]:
+        return list(range(self.k, n_blocks)) if self.reinit_rest else []
 
     def validate(self, n_blocks: int) -> None:
         if not isinstance(self.k, int) or not 0 <= self.k <= n_blocks:
@@ -47,6 +51,19 @@ class FreezeFirstK(Strategy):
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
         return Plan(tuple(self.frozen_block(trunk_lr) if i < self.k else BlockPlan("all", trunk_lr)
                           for i in range(n_blocks)), lr)
+
+
+class TransferFirstK(FreezeFirstK):
+    """Copy the first k pretrained blocks, start the rest random, and fine-tune everything
+    (Yosinski's AnB+)."""
+
+    name = "transfer_first_k"
+
+    def __init__(self, k: int = 2, reinit_rest: bool = True, **kw):
+        super().__init__(k=k, reinit_rest=reinit_rest, **kw)
+
+    def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
+        return Plan(tuple(BlockPlan("all", trunk_lr) for _ in range(n_blocks)), lr)
 
 
 class Surgical(Strategy):
