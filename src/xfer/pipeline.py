@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,8 +117,16 @@ def build_target(cfg: DictConfig, strat, target_dm, source: SourceOutcome | None
         dm = JointDataModule(target_dm, source_dm)
     else:
         module = build.model(target_dm.spec, trunk, cfg.target_adapter, cfg.head, optim, strat)
+    module.class_names = list(target_dm.spec.class_names)
     if source is not None:
         load_trunk(module.trunk, source.state)
+    reinit = strat.reinit_blocks(len(module.trunk.blocks))
+    if reinit:
+        torch.manual_seed(cfg.seed + 7919)  # the same random upper blocks for every strategy
+        for i in reinit:
+            for m in module.trunk.blocks[i].modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
     if getattr(strat, "wants_source_features", False):
         assert source is not None
         strat.attach_source_features(source_features(cfg, source, module.trunk))
@@ -148,13 +157,32 @@ def count_params(module: torch.nn.Module, trainer: pl.Trainer) -> dict[str, int]
     return {"trainable": trained, "total": total}
 
 
+def job_threads(cfg: DictConfig) -> int | None:
+    """``threads`` if set; under the joblib launcher, the cores shared out so that jobs x threads <= cores."""
+    if cfg.get("threads"):
+        return int(cfg.threads)
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:  # not under Hydra (tests, notebooks)
+        return None
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n_jobs = int(launcher.get("n_jobs") or -1)
+    n_jobs = cores if n_jobs < 1 else min(n_jobs, cores)
+    return max(1, cores // n_jobs)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run both stages for one config; write results.json into the run folder and return it."""
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    threads = job_threads(cfg)
+    if threads:
+        torch.set_num_threads(threads)
 
     strat = build.strategy(cfg.strategy)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -184,9 +212,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "target": {
             "dataset": cfg.target.name, "test": target.test, "best_val": target.best_val,
             "wall_s": target.wall_s, "sizes": target_dm.sizes(), "dropped": target_dm.dropped,
+            "class_names": list(target_dm.spec.class_names), "confusion_matrix": module.test_confusion,
         },
         "params": count_params(module, trainer),
         "run_dir": str(run_dir),
+        "threads": torch.get_num_threads(),
         "wall_s": time.perf_counter() - started,
     }
     atomic_write_json(run_dir / "results.json", results)
