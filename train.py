@@ -1,9 +1,16 @@
 """xfer: python train.py experiment=img2txt [overrides]  (see README.md)."""
 import sys
 
-from xfer.cli import check_choices, register_resolvers
+from xfer.cli import check_choices, expand_resume, one_line_hydra_errors, register_resolvers
+from xfer.schema import ConfigError
 
 register_resolvers()
+try:
+    # resume=<run folder>: that run's overrides, then these
+    sys.argv = [sys.argv[0], *expand_resume(sys.argv[1:])]
+except ConfigError as _err:
+    print(f"error: {_err}", file=sys.stderr)
+    sys.exit(2)
 _bad = check_choices(sys.argv[1:])
 if _bad:
     print(f"error: {_bad}", file=sys.stderr)
@@ -27,4 +34,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_hydra_errors():
+        main()

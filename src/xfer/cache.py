@@ -1,7 +1,8 @@
 """The trunk cache: source-stage weights stored under a key hashed from everything that shaped them.
 
 An entry is a folder ``<root>/<key>/`` holding ``source_model.safetensors`` (adapter, trunk and head
-of the source model; safetensors cannot run code when loaded) and ``meta.json``. Entries are built
+of the source model; safetensors cannot run code when loaded) and ``meta.json`` (with the weights'
+sha256, checked on every load, so a damaged or swapped weights file is refused). Entries are built
 in a temp folder and renamed into place, so an entry either exists whole or not at all; a file lock
 makes concurrent jobs with the same key wait for the first instead of training twice.
 """
@@ -25,6 +26,7 @@ from xfer.io import atomic_write_json
 
 CACHE_VERSION = 1  # bump when the source stage changes in a way configs do not show
 MODEL_FILE, META_FILE = "source_model.safetensors", "meta.json"
+CHECKSUM = "model_sha256"  # in meta.json: the sha256 of MODEL_FILE
 
 
 class CacheError(RuntimeError):
@@ -34,6 +36,14 @@ class CacheError(RuntimeError):
 def cache_key(shaping: dict[str, Any]) -> str:
     blob = json.dumps({"version": CACHE_VERSION, **shaping}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class TrunkCache:
@@ -54,11 +64,19 @@ class TrunkCache:
 
     def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         entry = self.entry(key)
+        fix = "delete that folder to rebuild it"
         try:
-            state = load_file(str(entry / MODEL_FILE))
             meta = json.loads((entry / META_FILE).read_text())
+            expected = meta.get(CHECKSUM) if isinstance(meta, dict) else None
+            if expected is not None and file_sha256(entry / MODEL_FILE) != expected:
+                raise CacheError(f"trunk cache entry {entry} is damaged: {MODEL_FILE} does not match the "
+                                 f"checksum in {META_FILE}; {fix}")
+            state = load_file(str(entry / MODEL_FILE))
         except (SafetensorError, OSError, ValueError) as err:
-            raise CacheError(f"trunk cache entry {entry} is unreadable ({err}); delete that folder to rebuild it") from None
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise CacheError(f"trunk cache entry {entry} is unreadable ({reason}); {fix}") from None
+        if not isinstance(meta, dict):
+            raise CacheError(f"trunk cache entry {entry} is unreadable ({META_FILE} is not an object); {fix}")
         return state, meta
 
     def store(self, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
@@ -67,7 +85,7 @@ class TrunkCache:
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.", suffix=".tmp"))
         try:
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / MODEL_FILE))
-            atomic_write_json(tmp / META_FILE, meta)
+            atomic_write_json(tmp / META_FILE, {**meta, CHECKSUM: file_sha256(tmp / MODEL_FILE)})
             if final.exists():  # a stale partial entry from an older layout; replace it whole
                 shutil.rmtree(final)
             tmp.rename(final)

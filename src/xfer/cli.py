@@ -1,13 +1,18 @@
-"""Entry-point plumbing: resolvers, early checks of config choices, one-line errors."""
+"""Entry-point plumbing: resolvers, early checks of config choices, resume=<run folder>, one-line errors.
+
+Exit codes: 2 for input that is wrong before anything runs (a config key or value, a choice, a
+checkpoint that is unsafe or does not fit), 1 for a run that failed (a NaN loss, missing data, ...).
+"""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,85 @@ def _sweep_values(value: str) -> list[str]:
     return [v.strip().strip("'\"") for v in value.split(",") if v.strip()]
 
 
+_OVERRIDE_KEY = re.compile(r"^(?:~|\+\+|\+)?([^=~+][^=]*)=")
+
+
+def override_key(arg: str) -> str | None:
+    m = _OVERRIDE_KEY.match(arg)
+    return m.group(1).strip() if m else None
+
+
+def expand_resume(argv: list[str]) -> list[str]:
+    """``resume=<run folder>``: that run's command-line overrides, then the ones given here (which win),
+    so ``python train.py resume=logs/img2txt/runs/<run>`` alone continues the run with its settings.
+    Raises ConfigError when the folder is not a run folder."""
+    from xfer.schema import ConfigError
+
+    folder = next((a.split("=", 1)[1] for a in argv if override_key(a) == "resume"), None)
+    if folder in (None, "", "null", "last"):
+        return argv
+    saved = Path(folder).expanduser() / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        what = "no such folder" if not Path(folder).expanduser().is_dir() else "not a run folder (no .hydra/overrides.yaml)"
+        raise ConfigError(f"resume={folder}: {what}; give a folder such as logs/<experiment>/runs/<run>")
+    try:
+        earlier = [str(o) for o in OmegaConf.load(saved)]
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"resume={folder}: {saved} is unreadable ({type(err).__name__})") from None
+    given = {override_key(a) for a in argv}
+    kept = [o for o in earlier if override_key(o) not in given | {"resume", "ckpt_path"}]
+    return [*argv, *kept]
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """Hydra's own errors (an override of a key the config lacks, bad override syntax) as one line."""
+    from xfer.schema import allowed_keys, unknown
+
+    text = str(err)
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m and "not in struct" in str(err.__cause__ or ""):
+        key = m.group(1)
+        parent, _, leaf = key.rpartition(".")
+        allowed = allowed_keys(parent)
+        if allowed is not None and leaf in allowed:  # a real setting the config file leaves out
+            value = re.search(r"use \+(\S+)", text)
+            return (f"{key} is not set in the config, so it cannot be overridden; to add it write "
+                    f"+{value.group(1) if value else key + '=...'}")
+        if allowed is not None:
+            extra = "the arguments of pytorch_lightning.Trainer" if parent == "trainer" else ""
+            return str(unknown(key, allowed, extra))
+        return f"{key} is not a known key of the chosen {parent or 'config'}"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and "hydra.cc/docs" not in line]
+    override = getattr(err, "override", None)
+    if override is not None:  # OverrideParseException
+        return (f"cannot parse the override {override}: {'; '.join(lines)} "
+                f"(syntax: https://hydra.cc/docs/advanced/override_grammar/basic/)")
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        lines.append(str(cause).strip().splitlines()[0])
+    return "; ".join(lines) or type(err).__name__
+
+
+@contextlib.contextmanager
+def one_line_hydra_errors() -> Iterator[None]:
+    """Around ``@hydra.main``: Hydra's composition errors end as one ``error:`` line and exit 2 (Hydra
+    prints several lines). HYDRA_FULL_ERROR=1 keeps Hydra's full report."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        yield
+        return
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing and exiting
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
 def is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
 
@@ -67,6 +151,15 @@ def is_multirun() -> bool:
     except ValueError:
         return False
 
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """Errors in what the user gave (config, checkpoint), found before anything trains: exit code 2."""
+    from xfer.evaluate import CheckpointError
+    from xfer.schema import ConfigError
+    from xfer.strategies.base import StrategyError
+
+    return (ConfigError, CheckpointError, StrategyError)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -111,7 +204,7 @@ def guarded(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> fl
         if not isinstance(err, user_errors()):
             traceback.print_exc()
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(err, input_errors()) else 1)
 
 
 def _record_failure(cfg: DictConfig, err: BaseException, message: str) -> None:

@@ -14,9 +14,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from xfer import build
-from xfer.cache import TrunkCache, cache_key
+from xfer.cache import CacheError, TrunkCache, cache_key
+from xfer.evaluate import find_resume, state_mismatch
 from xfer.io import atomic_write_json
 from xfer.models.module import TransferModule
+from xfer.schema import validate
 from xfer.strategies.joint import JointDataModule, JointTransferModule
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,12 @@ def run_source_stage(cfg: DictConfig, run_dir: Path) -> SourceOutcome:
 def load_trunk(trunk: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     prefix = "trunk."
     trunk_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    mismatch = state_mismatch({prefix + k: v for k, v in trunk.state_dict().items()},
+                              {prefix + k: v for k, v in trunk_state.items()},
+                              here="the configured trunk", there="the cached source model")
+    if mismatch:
+        raise CacheError(f"the cached source model does not fit the configured trunk: {mismatch}; delete its "
+                         f"entry under cache/trunks/ (the key is in the log) to rebuild it")
     trunk.load_state_dict(trunk_state, strict=True)
 
 
@@ -177,6 +185,7 @@ def job_threads(cfg: DictConfig) -> int | None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run both stages for one config; write results.json into the run folder and return it."""
+    validate(cfg)  # one-line ConfigError for a bad key or value, before anything loads or trains
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -189,13 +198,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     target_dm = build.datamodule(cfg.target, cfg.seed)
     trunk = instantiate(cfg.trunk)
     strat.validate(len(trunk.blocks))
+    # resume= / ckpt_path=: the earlier run's checkpoint, checked and copied into this run's folder
+    resume = find_resume(cfg, run_dir)
 
     source = run_source_stage(cfg, run_dir) if strat.needs_source else None
 
     optim = build.to_dict(cfg.optim)
     module, dm = build_target(cfg, strat, target_dm, source, optim)
-    target, trainer = fit_and_test(cfg, module, dm, run_dir, "target",
-                                   build.strategy_callbacks(strat, optim), ckpt_path=cfg.get("ckpt_path"))
+    if resume is not None:
+        resume.check_fits(module)
+    target, trainer = fit_and_test(cfg, module, dm, run_dir, "target", build.strategy_callbacks(strat, optim),
+                                   ckpt_path=None if resume is None else str(resume.ckpt_path))
 
     results = {
         "status": "ok",
@@ -215,6 +228,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "class_names": list(target_dm.spec.class_names), "confusion_matrix": module.test_confusion,
         },
         "params": count_params(module, trainer),
+        "resumed_from": None if resume is None else resume.describe(),
         "run_dir": str(run_dir),
         "threads": torch.get_num_threads(),
         "wall_s": time.perf_counter() - started,

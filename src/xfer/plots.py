@@ -99,7 +99,11 @@ def plot_layer_transfer(s: "Summary", folder: Path) -> Path | None:
 
 
 def read_scalar(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    import logging
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its directory watcher chats at INFO
 
     events = run_dir / "tb" / "target"
     if not events.is_dir():

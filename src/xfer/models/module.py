@@ -78,6 +78,8 @@ class TransferModule(pl.LightningModule):
         logits = self.head(feats)
         loss = self.criterion(logits, y)
         self.metrics[f"{stage}_"].update(logits, y)
+        if stage == "test":
+            self.confusion.update(logits, y)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test",
                  batch_size=len(y))
@@ -105,8 +107,6 @@ class TransferModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
-        x, y = batch
-        self.confusion.update(self(x), y)
 
     def on_test_epoch_end(self) -> None:
         matrix = self.confusion.compute()

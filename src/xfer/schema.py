@@ -1,0 +1,411 @@
+"""Validation of the composed config, before anything trains.
+
+``validate(cfg)`` walks the config with an explicit schema and raises ``ConfigError`` for the first
+problem, as one line that names the key, the value and what is allowed::
+
+    optim.lr=-1: must be a number > 0
+    trainer.max_epochs=abc: must be an integer >= 1
+    target.fraction=0: must be a number with 0 < fraction <= 1
+    optim.lrr is not a known key (did you mean optim.lr?); allowed: betas, label_smoothing, lr, ...
+
+What is checked where:
+
+* our own groups (top level, ``source_stage``, ``optim``, ``callbacks``, ``paths``): every key is
+  known, with a type and a range;
+* ``trainer``: the keys are ``pytorch_lightning.Trainer``'s arguments (less the three xfer passes
+  itself); the usual ones have types and ranges;
+* ``trunk``, ``source_adapter``, ``target_adapter``, ``head``, ``strategy``: the keys are the
+  arguments of the ``_target_`` class; a value's type follows the argument's default (an int default
+  wants an integer, a float a number, ...), and common settings have ranges (``dropout`` in [0, 1),
+  widths >= 1); strategies check their own ranges against the trunk (``strategy.k``) right after;
+* ``source``, ``target``: readers take different settings, so only the common keys are checked
+  (fractions, batch sizes, ...) and other keys pass.
+
+Values are checked after interpolation; ``paths.*`` are checked for known keys only (they resolve
+through Hydra at run time).
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config value or key that is not allowed; the message is one line."""
+
+
+# -- rules ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    ok: Callable[[Any], bool]
+    allowed: str  # "an integer >= 1", may contain {name} (the key's last part)
+    nullable: bool = False
+
+    def or_null(self) -> "Rule":
+        return Rule(self.ok, self.allowed, True)
+
+    def check(self, key: str, value: Any) -> None:
+        if value is None and self.nullable:
+            return
+        if not self.ok(value):
+            allowed = self.allowed.format(name=key.rsplit(".", 1)[-1])
+            if self.nullable:
+                allowed += " or null"
+            raise ConfigError(f"{key}={show(value)}: must be {allowed}")
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Rule:
+    if lo is not None and hi is not None:
+        text = f"an integer {lo}..{hi}"
+    elif lo is not None:
+        text = f"an integer >= {lo}"
+    else:
+        text = "an integer"
+    return Rule(lambda v: _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi), text)
+
+
+def number(gt: float | None = None, ge: float | None = None, lt: float | None = None,
+           le: float | None = None) -> Rule:
+    low = f"{gt:g} < " if gt is not None else f"{ge:g} <= " if ge is not None else ""
+    high = f" < {lt:g}" if lt is not None else f" <= {le:g}" if le is not None else ""
+    if low and high:
+        text = f"a number with {low}{{name}}{high}"
+    elif low:
+        text = "a number " + (f"> {gt:g}" if gt is not None else f">= {ge:g}")
+    elif high:
+        text = "a number " + high.strip()
+    else:
+        text = "a finite number"
+
+    def ok(v: Any) -> bool:
+        return (_is_num(v) and (gt is None or v > gt) and (ge is None or v >= ge)
+                and (lt is None or v < lt) and (le is None or v <= le))
+    return Rule(ok, text)
+
+
+def choice(*values: Any) -> Rule:
+    # by type and value: true is not 1, 32 is not "32"
+    return Rule(lambda v: any(type(v) is type(x) and v == x for x in values),
+                "one of " + ", ".join(show(v) for v in values))
+
+
+def list_of(item: Rule, length: int | None = None, nonempty: bool = False) -> Rule:
+    what = f"a list of {length} " if length else "a non-empty list of " if nonempty else "a list of "
+    text = what + item.allowed.replace("an integer", "integers").replace("a number", "numbers")
+
+    def ok(v: Any) -> bool:
+        return (isinstance(v, (list, tuple)) and (length is None or len(v) == length)
+                and (not nonempty or len(v) > 0) and all(item.ok(x) for x in v))
+    return Rule(ok, text)
+
+
+def either(*rules: Rule) -> Rule:
+    return Rule(lambda v: any(r.ok(v) for r in rules), " or ".join(r.allowed for r in rules))
+
+
+STRING = Rule(lambda v: isinstance(v, str), "a string")
+BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
+MAPPING = Rule(lambda v: isinstance(v, Mapping), "a mapping of settings")
+ANY = Rule(lambda v: True, "anything")
+
+# -- the schema ----------------------------------------------------------------------------------
+SEED = integer(0, 4_000_000)  # EpochSeed reseeds with seed * 1009 + epoch, which must fit 32 bits
+OPTIM: dict[str, Rule] = {
+    "lr": number(gt=0),
+    "trunk_lr": number(gt=0),
+    "weight_decay": number(ge=0),
+    "betas": list_of(number(ge=0, lt=1), length=2),
+    "schedule": choice("cosine", "constant", "plateau"),
+    "warmup_fraction": number(ge=0, lt=1),
+    "label_smoothing": number(ge=0, lt=1),
+    "plateau_factor": number(gt=0, lt=1),
+    "plateau_patience": integer(0),
+}
+SOURCE_STAGE: dict[str, Any] = {"max_epochs": integer(1), "optim": OPTIM}
+TOP: dict[str, Any] = {
+    "name": STRING,
+    "seed": SEED,
+    "threads": integer(1).or_null(),
+    "ckpt_path": STRING.or_null(),
+    "resume": STRING.or_null(),
+    "objective": choice("val", "test"),
+    "source_stage": SOURCE_STAGE,
+}
+_RATIO = either(integer(0), number(ge=0, le=1))
+TRAINER: dict[str, Rule] = {
+    "max_epochs": integer(1),
+    "min_epochs": integer(0).or_null(),
+    "max_steps": integer(-1),
+    "accelerator": STRING,
+    "precision": choice(64, 32, 16, "64", "32", "16", "bf16", "16-true", "16-mixed", "bf16-true",
+                        "bf16-mixed", "32-true", "64-true", "transformer-engine",
+                        "transformer-engine-float16"),
+    "gradient_clip_val": number(ge=0).or_null(),
+    "gradient_clip_algorithm": choice("norm", "value").or_null(),
+    "log_every_n_steps": integer(1),
+    "num_sanity_val_steps": integer(-1),
+    "check_val_every_n_epoch": integer(1).or_null(),
+    "accumulate_grad_batches": integer(1),
+    "enable_progress_bar": BOOL,
+    "enable_model_summary": BOOL,
+    "enable_checkpointing": BOOL,
+    "fast_dev_run": either(BOOL, integer(0)),
+    "limit_train_batches": _RATIO.or_null(),
+    "limit_val_batches": _RATIO.or_null(),
+    "limit_test_batches": _RATIO.or_null(),
+}
+# build.trainer passes these itself
+TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir")
+CALLBACKS: dict[str, Any] = {
+    "checkpoint": {"monitor": STRING, "mode": choice("min", "max"), "save_last": either(BOOL, choice("link"))},
+    "lr_monitor": BOOL,
+    "early_stopping": MAPPING.or_null(),
+}
+PATHS = {"root_dir": ANY, "log_dir": ANY, "cache_dir": ANY, "output_dir": ANY}
+# The keys every data set understands; a reader's own keys (text_column, hub_id, ...) pass unchecked.
+DATA: dict[str, Rule] = {
+    "_target_": STRING,
+    "name": STRING,
+    "reader": STRING.or_null(),
+    "path": STRING.or_null(),
+    "reader_args": MAPPING.or_null(),
+    "classes": list_of(integer(0), nonempty=True).or_null(),
+    "val_fraction": number(ge=0, lt=1),
+    "test_fraction": number(ge=0, lt=1),
+    "split_seed": integer(0),
+    "fraction": number(gt=0, le=1),
+    "samples_per_class": integer(1).or_null(),
+    "batch_size": integer(1),
+    "eval_batch_size": integer(1),
+    "num_workers": integer(0),
+    "max_len": integer(1),
+    "vocab_size": integer(3),
+    "min_frequency": integer(1),
+    "lowercase": BOOL,
+    "image_size": list_of(integer(1), length=2).or_null(),
+    "channels": choice(1, 3),
+}
+# Ranges of model settings, by name, wherever the chosen class takes them.
+PART_RULES: dict[str, Rule] = {
+    "dropout": number(ge=0, lt=1),
+    "embed_dim": integer(1),
+    "width": integer(1),
+    "hidden": integer(1),
+    "in_channels": integer(1),
+    "channels": list_of(integer(1), nonempty=True),
+    "widths": list_of(integer(1), nonempty=True),
+    "maps": integer(1),
+    "pool": choice("avg", "max"),
+    "bn_policy": choice("frozen", "train"),
+}
+# Arguments the code supplies when it builds a part; never config keys.
+INJECTED = {"self", "spec", "out_channels", "in_features", "num_classes"}
+PARTS = ("trunk", "source_adapter", "target_adapter", "head", "strategy")
+DATASETS = ("source", "target")
+GROUPS = (*DATASETS, *PARTS, "optim", "trainer", "logger", "callbacks", "paths")
+IGNORED_TOP = ("hydra",)
+
+
+# -- walking -------------------------------------------------------------------------------------
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) for the first key or value that is not allowed."""
+    for key in _keys(cfg):
+        if key in IGNORED_TOP:
+            continue
+        if key not in TOP and key not in GROUPS:
+            raise unknown(key, [*TOP, *GROUPS])
+    for key, rule in TOP.items():
+        if key in cfg:
+            _check(cfg, key, rule, key)
+    for group, rules in (("optim", OPTIM), ("callbacks", CALLBACKS)):
+        if group in cfg:
+            _check(cfg, group, rules, group)
+    if "paths" in cfg:
+        _check_keys(cfg.paths, "paths", PATHS)
+    if "trainer" in cfg:
+        _check_trainer(cfg.trainer)
+    for group in DATASETS:
+        if group in cfg:
+            _check_data(cfg[group], group)
+    for group in PARTS:
+        if cfg.get(group) is not None:
+            _check_part(cfg[group], group)
+
+
+def allowed_keys(dotted: str) -> list[str] | None:
+    """The keys allowed under a node (``optim``, ``trainer``, ``source_stage.optim``, ``""`` for the
+    top level) when they are known without composing the config, else None."""
+    if dotted == "trainer":
+        return trainer_keys()
+    tables: dict[str, Any] = {"": [*TOP, *GROUPS], "optim": OPTIM, "callbacks": CALLBACKS, "paths": PATHS,
+                              "source_stage": SOURCE_STAGE, "source_stage.optim": OPTIM,
+                              "callbacks.checkpoint": CALLBACKS["checkpoint"]}
+    return list(tables[dotted]) if dotted in tables else None
+
+
+def unknown(key: str, allowed: list[str] | tuple[str, ...], extra: str = "") -> ConfigError:
+    parent, _, leaf = key.rpartition(".")
+    close = difflib.get_close_matches(leaf, list(allowed), n=1, cutoff=0.6)
+    hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+    listed = extra or ", ".join(sorted(k for k in allowed if k != "_target_"))
+    return ConfigError(f"{key} is not a known key{hint}; allowed: {listed}")
+
+
+def trainer_keys() -> list[str]:
+    import pytorch_lightning as pl
+
+    params = inspect.signature(pl.Trainer.__init__).parameters
+    return ["_target_", *(p for p in params if p != "self" and p not in TRAINER_RESERVED)]
+
+
+def _keys(node: DictConfig) -> list[str]:
+    return [str(k) for k in node.keys()]
+
+
+def _value(node: DictConfig, key: str, full: str) -> Any:
+    try:
+        value = node[key]
+    except OmegaConfBaseException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{full} cannot be read: {first}") from None
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _check(node: DictConfig, key: str, rule: Any, full: str) -> None:
+    if isinstance(rule, dict):
+        sub = node[key]
+        if not isinstance(sub, DictConfig):
+            raise ConfigError(f"{full}={show(_value(node, key, full))}: must be a mapping with keys "
+                              f"{', '.join(rule)}")
+        _check_keys(sub, full, rule)
+        for k, r in rule.items():
+            if k in sub:
+                _check(sub, k, r, f"{full}.{k}")
+        return
+    rule.check(full, _value(node, key, full))
+
+
+def _check_keys(node: Any, prefix: str, allowed: Mapping[str, Any] | list[str], extra: str = "") -> None:
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{prefix}={show(node)}: must be a mapping of settings")
+    for k in _keys(node):
+        if k not in allowed:
+            raise unknown(f"{prefix}.{k}", list(allowed), extra)
+
+
+def _check_trainer(node: Any) -> None:
+    reserved = [k for k in TRAINER_RESERVED if isinstance(node, DictConfig) and k in node]
+    if reserved:
+        raise ConfigError(f"trainer.{reserved[0]} cannot be set: xfer passes it to the Trainer itself")
+    _check_keys(node, "trainer", trainer_keys(), extra="the arguments of pytorch_lightning.Trainer")
+    for k, rule in TRAINER.items():
+        if k in node:
+            _check(node, k, rule, f"trainer.{k}")
+
+
+def _check_data(node: Any, group: str) -> None:
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{group}={show(node)}: must be a data set config (choose one with {group}=<name>)")
+    if "_target_" not in node:
+        raise ConfigError(f"{group}._target_ is missing; choose a data set with {group}=<name>")
+    for k, rule in DATA.items():
+        if k in node:
+            _check(node, k, rule, f"{group}.{k}")
+    val, test = node.get("val_fraction", 0.1), node.get("test_fraction", 0.1)
+    if val + test >= 1:
+        raise ConfigError(f"{group}.val_fraction={show(val)} and {group}.test_fraction={show(test)}: "
+                          f"must add up to less than 1")
+
+
+def _check_part(node: Any, group: str) -> None:
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{group} must be a config with a _target_; choose one with {group}=<name>")
+    target = _value(node, "_target_", f"{group}._target_")
+    try:
+        from hydra.utils import get_class
+
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - any import failure is the same mistake for the user
+        raise ConfigError(f"{group}._target_={target}: no such class can be imported") from None
+    params = constructor_params(cls)
+    if params is not None:
+        _check_keys(node, group, ["_target_", *params])
+    for k in _keys(node):
+        if k == "_target_":
+            continue
+        full = f"{group}.{k}"
+        rule = PART_RULES.get(k)
+        if rule is None and params is not None and k in params:
+            rule = _rule_from_default(params[k])
+        if rule is not None:
+            _check(node, k, rule, full)
+
+
+def constructor_params(cls: type) -> dict[str, inspect.Parameter] | None:
+    """The keyword arguments ``cls(...)`` accepts (less those the code injects), or None when it takes
+    any (``**kwargs`` that reach a constructor that accepts anything)."""
+    from xfer.strategies.base import Strategy
+
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(vars(klass)["__init__"])
+        open_ended = False
+        for name, p in sig.parameters.items():
+            if p.kind is p.VAR_KEYWORD:
+                open_ended = True
+            elif p.kind is not p.VAR_POSITIONAL and name not in INJECTED:
+                params.setdefault(name, p)
+        if not open_ended:
+            return params
+        if klass is Strategy:  # its **settings are refused: the settings are exactly those collected
+            return params
+    return None
+
+
+def _rule_from_default(p: inspect.Parameter) -> Rule | None:
+    default = p.default
+    rule: Rule | None = None
+    if isinstance(default, bool):
+        rule = BOOL
+    elif isinstance(default, int):
+        rule = integer()
+    elif isinstance(default, float):
+        rule = number()
+    elif isinstance(default, str):
+        rule = STRING
+    elif isinstance(default, (list, tuple)):
+        rule = Rule(lambda v: isinstance(v, (list, tuple)), "a list")
+    if rule is not None and "None" in str(p.annotation):
+        rule = rule.or_null()
+    return rule
