@@ -1,6 +1,7 @@
 """Turn config nodes into objects: data modules, models, strategies, trainers."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ def model(spec: DataSpec, trunk: nn.Module, adapter_cfg: DictConfig, head_cfg: D
           **extra: Any) -> TransferModule:
     """adapter (for this data) -> ``trunk`` -> new head; the strategy, if any, supplies the groups."""
     adapter, head = adapter_and_head(spec, trunk, adapter_cfg, head_cfg)
-    groups = default_param_groups if strat is None else (lambda m: param_groups(m, strat, optim, 0))
+    # a partial, not a lambda: ddp_spawn pickles the module into its worker processes
+    groups = default_param_groups if strat is None else partial(param_groups, strategy=strat, optim=optim, epoch=0)
     return cls(adapter, trunk, head, spec.num_classes, optim, groups, **extra)
 
 

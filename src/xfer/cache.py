@@ -94,11 +94,18 @@ class TrunkCache:
             raise
         return final
 
-    def get_or_build(self, key: str, build: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
-        """(state, meta, hit). ``build`` runs at most once per key, even across processes."""
+    def get_or_build(self, key: str, build: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]],
+                     rank: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
+        """(state, meta, hit). ``build`` runs at most once per key, even across processes.
+
+        Under multi-process DDP every rank calls this: rank 0 trains under the lock and stores; the
+        other ranks must join that same training, so they neither wait on the lock (rank 0 holds it
+        while it waits for them) nor store."""
         if self.has(key):
             return (*self.load(key), True)
+        if rank != 0:
+            state, meta = build()
+            return state, meta, False
         with self.lock(key):
             if self.has(key):
                 return (*self.load(key), True)

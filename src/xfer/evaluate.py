@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from xfer.io import atomic_write_bytes
 from xfer.schema import ConfigError
@@ -59,12 +60,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" in text:
-            m = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"(Unsupported operand \d+)", text)
-            what = f" ({m.group(1)})" if m else ""
-            raise CheckpointError(f"{path} is not a safe checkpoint: loading it would run code or build "
-                                  f"objects a checkpoint never holds{what}; refusing to load it") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(err)})") from None
+        asks = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if asks:
+            raise CheckpointError(f"{path} is not a safe checkpoint: loading it would call {asks.group(1)}, which "
+                                  f"a checkpoint never needs; refusing to load it") from None
+        detail = re.search(r"(Unsupported operand \d+)", text)
+        raise CheckpointError(f"{path} is not a readable checkpoint (not written by torch.save, or damaged"
+                              f"{': ' + detail.group(1) if detail else ''}); refusing to load it") from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
         raise CheckpointError(f"{path} is not a readable checkpoint (damaged, truncated or another "
                               f"format: {_first_line(err)})") from None
@@ -90,7 +92,7 @@ def state_mismatch(expected: Mapping[str, torch.Tensor], got: Mapping[str, Any],
     trunk first, as a phrase; None when it fits."""
     n_here, n_there = _n_blocks(expected, "trunk.blocks."), _n_blocks(got, "trunk.blocks.")
     if n_here and n_there != n_here:
-        return f"the trunk in {there} has {n_there} blocks, the trunk in {here} has {n_here}"
+        return f"{there} has {n_there} trunk blocks, {here} has {n_here}"
     keys = sorted(expected, key=lambda k: (not k.startswith("trunk."), list(expected).index(k)))
     for key in keys:
         if key not in got:
@@ -247,36 +249,58 @@ def trunk_check(cfg: DictConfig, state: Mapping[str, Any], ckpt: Path) -> None:
         raise CheckpointError(f"checkpoint {ckpt} does not fit the configured trunk: {mismatch}")
 
 
-def _repoint(data: dict[str, Any], ckpt: Path, dest: Path) -> Path:
-    """Write ``data`` as ``dest/last.ckpt`` with its checkpoint-callback paths moved from the earlier
-    folder to ``dest``; copy the best checkpoint it names. Reads the earlier folder, never writes it."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, state in (data.get("callbacks") or {}).items():
-        if not name.startswith("ModelCheckpoint") or not isinstance(state, dict) or not state.get("dirpath"):
+def _move_paths(data: dict[str, Any], dest: Path) -> set[Path]:
+    """Re-point every checkpoint callback's paths in ``data`` from its folder to ``dest``; the files
+    they named there."""
+    named: set[Path] = set()
+    for state in (data.get("callbacks") or {}).values():
+        if not (isinstance(state, dict) and state.get("dirpath") and "best_model_path" in state):
             continue
-        old = str(state["dirpath"])
+        old = Path(str(state["dirpath"]))
 
         def move(p: Any) -> Any:
-            if not isinstance(p, str) or not p:
-                return p
-            if Path(p).parent == Path(old):
-                src, new = Path(p), dest / Path(p).name
-                if src.is_file() and src.resolve() != ckpt.resolve() and not new.exists():
-                    load_checkpoint(src)  # refuse an unsafe best.ckpt here rather than in Trainer.test
-                    atomic_write_bytes(new, src.read_bytes())
-                return str(new)
+            if isinstance(p, str) and p and Path(p).parent == old:
+                named.add(Path(p))
+                return str(dest / Path(p).name)
             return p
 
         state["best_k_models"] = {move(k): v for k, v in (state.get("best_k_models") or {}).items()}
-        for field in ("best_model_path", "kth_best_model_path"):
-            state[field] = move(state.get(field))
-        state["last_model_path"] = str(dest / "last.ckpt")
+        for field in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if field in state:
+                state[field] = move(state[field])
         state["dirpath"] = str(dest)
-    out = dest / "last.ckpt"
+    return named
+
+
+def _write(data: dict[str, Any], path: Path) -> None:
     buf = io.BytesIO()
     torch.save(data, buf)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _repoint(data: dict[str, Any], ckpt: Path, dest: Path) -> Path:
+    """Write ``data`` as ``dest/last.ckpt`` with its checkpoint callbacks moved to ``dest``, with the
+    other checkpoints they name (best.ckpt) copied and moved alike. Reads the earlier folder only."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / "last.ckpt"
+    for src in sorted(_move_paths(data, dest)):
+        if dest / src.name == out or not src.is_file():
+            continue
+        other = load_checkpoint(src)  # refuse an unsafe best.ckpt now rather than in Trainer.test
+        _move_paths(other, dest)
+        _write(other, dest / src.name)
+    _write(data, out)
     return out
+
+
+class LastEveryEpoch(ModelCheckpoint):
+    """``last.ckpt`` at the end of every epoch. Lightning 2.6 writes ``save_last`` only when the
+    monitored checkpoint improves, so without this a resumed run would restart from the best epoch
+    instead of the latest one. Runs after the best-checkpoint callback, so its state is current."""
+
+    def __init__(self, dirpath: str | os.PathLike):
+        super().__init__(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1, save_last=False,
+                         enable_version_counter=False)
 
 
 # -- evaluating ------------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
 from xfer import build
 from xfer.cache import CacheError, TrunkCache, cache_key
-from xfer.evaluate import find_resume, state_mismatch
+from xfer.evaluate import LastEveryEpoch, find_resume, state_mismatch
 from xfer.io import atomic_write_json
 from xfer.models.module import TransferModule
+from xfer.strategies import param_groups
 from xfer.schema import validate
 from xfer.strategies.joint import JointDataModule, JointTransferModule
 
@@ -43,6 +45,11 @@ class StageResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def global_rank() -> int:
+    """This process's rank in a multi-process (DDP) run launched by Lightning, torchrun or SLURM; 0 alone."""
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
 def source_key(cfg: DictConfig) -> str:
     source = {k: v for k, v in build.to_dict(cfg.source).items() if k not in _NOT_SHAPING}
     return cache_key({
@@ -61,6 +68,8 @@ def fit_and_test(cfg: DictConfig, module: TransferModule, dm: pl.LightningDataMo
                  stage: str, callbacks: list, ckpt_path: str | None = None, **trainer_overrides: Any
                  ) -> tuple[StageResult, pl.Trainer]:
     start = time.perf_counter()
+    if cfg.callbacks.checkpoint.get("save_last") and not cfg.trainer.get("fast_dev_run"):
+        callbacks = [*callbacks, LastEveryEpoch(run_dir / "checkpoints" / stage)]  # resume loses <= 1 epoch
     trainer = build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     best = None if trainer.fast_dev_run else "best"
@@ -90,7 +99,7 @@ def run_source_stage(cfg: DictConfig, run_dir: Path) -> SourceOutcome:
     if cfg.trainer.get("fast_dev_run"):  # a smoke test's trunk is never worth caching
         state, meta = train()
         return SourceOutcome(state, meta, False, key)
-    state, meta, hit = cache.get_or_build(key, train)
+    state, meta, hit = cache.get_or_build(key, train, rank=global_rank())
     if hit:
         log.info("source stage: reusing the cached trunk %s (trained in %s)", key, meta.get("trained_in"))
     return SourceOutcome(state, meta, hit, key)
@@ -156,13 +165,14 @@ def source_features(cfg: DictConfig, source: SourceOutcome, trunk: torch.nn.Modu
     return feats
 
 
-def count_params(module: torch.nn.Module, trainer: pl.Trainer) -> dict[str, int]:
-    total = sum(p.numel() for p in module.parameters())
-    if trainer.optimizers:
-        trained = sum(p.numel() for g in trainer.optimizers[0].param_groups for p in g["params"])
-    else:
-        trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return {"trainable": trained, "total": total}
+def count_params(module: torch.nn.Module, strat, optim: dict[str, Any], epochs: int) -> dict[str, int]:
+    """Total parameters, and those the strategy trains in at least one epoch. Computed from the plan,
+    so it is right in every process layout (ddp_spawn trains in worker processes)."""
+    trained: dict[int, int] = {}
+    for epoch in range(max(1, epochs) if strat.transitions() else 1):
+        for group in param_groups(module, strat, optim, epoch):
+            trained.update({id(p): p.numel() for p in group["params"]})
+    return {"trainable": sum(trained.values()), "total": sum(p.numel() for p in module.parameters())}
 
 
 def job_threads(cfg: DictConfig) -> int | None:
@@ -227,14 +237,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_s": target.wall_s, "sizes": target_dm.sizes(), "dropped": target_dm.dropped,
             "class_names": list(target_dm.spec.class_names), "confusion_matrix": module.test_confusion,
         },
-        "params": count_params(module, trainer),
+        "params": count_params(module, strat, optim, int(cfg.trainer.max_epochs)),
         "resumed_from": None if resume is None else resume.describe(),
         "run_dir": str(run_dir),
         "threads": torch.get_num_threads(),
         "wall_s": time.perf_counter() - started,
     }
-    atomic_write_json(run_dir / "results.json", results)
-    _log_hparams(trainer, cfg, results)
+    if global_rank() == 0:  # under multi-process DDP every rank runs this function
+        atomic_write_json(run_dir / "results.json", results)
+        _log_hparams(trainer, cfg, results)
     return results
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
+import torch
 from torch.optim import Optimizer
 
 from xfer.models.schedule import PeakScaledLR
@@ -26,6 +27,9 @@ class FreezeSchedule(Callback):
         self.optim = dict(optim)
         self.applied_epoch = 0
         self._restored_epoch = 0
+        # Parameters unfrozen after DDP wrapped the model: DDP's reducer never saw them, so their
+        # gradients are averaged across processes here instead (else the replicas drift apart).
+        self._late: list[torch.nn.Parameter] = []
 
     # the first plan must be in place before configure_optimizers builds the groups
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -38,6 +42,24 @@ class FreezeSchedule(Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._advance(trainer, pl_module, trainer.current_epoch)
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        grads = [p.grad for p in self._late if p.grad is not None]
+        if not grads or trainer.world_size < 2:
+            return
+        flat = trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+        for g, chunk in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(chunk.view_as(g))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size < 2:
+            return
+        # Cheap guard against silent drift: every replica must hold the same weights.
+        checksum = torch.stack([p.detach().double().sum() for p in pl_module.parameters()]).sum().reshape(1)
+        sums = trainer.strategy.all_gather(checksum).reshape(-1)
+        if not torch.allclose(sums, sums[0], rtol=0, atol=1e-9 * max(1.0, float(sums[0].abs()))):
+            raise RuntimeError(f"DDP replicas hold different weights after epoch {trainer.current_epoch} "
+                               f"(checksums {sums.tolist()}); this is a bug in xfer, please report it")
 
     def state_dict(self) -> dict[str, Any]:
         return {"applied_epoch": self.applied_epoch}
@@ -62,6 +84,7 @@ class FreezeSchedule(Callback):
             for group in {id(owner[id(p)]): owner[id(p)] for p in spec["params"] if id(p) in owner}.values():
                 group["peak_lr"], group["lr"] = spec["lr"], spec["lr"] * scale
             missing = [p for p in spec["params"] if id(p) not in owner]
+            self._late += missing
             if missing:
                 optimizer.add_param_group({**spec, "params": missing, "peak_lr": spec["lr"],
                                            "lr": spec["lr"] * scale})

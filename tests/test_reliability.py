@@ -1,0 +1,472 @@
+"""Reliability (issue 6): bad input, interruptions and untrusted files never cost a user their work.
+
+Config validation at load, resume after SIGKILL, atomic writes, untrusted checkpoints and cache
+entries, mismatched checkpoints, NaN losses, and eval.py reproducing a run's test accuracy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from conftest import QUICK, ROOT, load_results, results_files, run_train
+from xfer.cli import CONF_DIR, config_groups, register_resolvers
+from xfer.schema import ConfigError, validate
+
+register_resolvers()
+
+# A run small enough for seconds, long enough (3 target epochs of 32 steps) to be killed mid-epoch.
+RESUMABLE = [
+    "experiment=img2txt", "source_stage.max_epochs=1", "source.fraction=0.2", "trainer.max_epochs=3",
+    "target.fraction=0.2", "trainer.limit_val_batches=2", "threads=1",
+]
+
+
+def _compose(overrides: list[str], conf_dir: Path = CONF_DIR):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
+        return compose(config_name="train", overrides=overrides)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int | None = None) -> str:
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    if code is not None:
+        assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    last = lines[-1]
+    assert last.startswith("error: "), proc.stderr[-2000:]
+    assert sum(line.startswith("error: ") for line in lines) == 1
+    for needle in needles:
+        assert needle in last, last
+    return last
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run_dirs(home: Path) -> list[Path]:
+    return sorted((home / "logs" / "img2txt" / "runs").glob("*"))
+
+
+def _crafted_pickle(path: Path, marker: Path, torch_format: bool = True) -> None:
+    """A checkpoint that creates ``marker`` when unpickled by a trusting loader."""
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    if torch_format:
+        torch.save({"state_dict": {"trunk.blocks.0.conv.weight": torch.zeros(1)}, "epoch": 0, "payload": Payload()},
+                   path)
+    else:
+        with open(path, "wb") as fh:
+            pickle.dump({"state_dict": {}, "epoch": 0, "payload": Payload()}, fh, protocol=2)
+
+
+def _lightning_like_ckpt(path: Path, channels: list[int]) -> None:
+    """A checkpoint with a CNN trunk of the given widths (a different block count or shape)."""
+    from xfer.models.trunks import CNNTrunk
+
+    trunk = CNNTrunk(in_channels=32, channels=channels)
+    torch.save({"epoch": 0, "global_step": 1, "state_dict": {f"trunk.{k}": v for k, v in trunk.state_dict().items()}},
+               path)
+
+
+# -- shared runs -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reliability_home")
+
+
+@pytest.fixture(scope="module")
+def reference_run(shared_home: Path) -> Path:
+    """One uninterrupted run with RESUMABLE settings (it also fills the trunk cache)."""
+    run_train([*RESUMABLE, "trainer.enable_progress_bar=false"], shared_home)
+    runs = _run_dirs(shared_home)
+    assert len(runs) == 1
+    return runs[0]
+
+
+# -- config validation -----------------------------------------------------------------------------
+def _choice_cases():
+    packaged = {"adapter": ["adapter@source_adapter", "adapter@target_adapter"]}
+    for group, choices in config_groups().items():
+        if group == "hydra":
+            continue
+        for c in choices:
+            yield f"{packaged.get(group, [group])[-1]}={c}"
+
+
+@pytest.mark.parametrize("override", list(_choice_cases()))
+def test_every_shipped_config_passes_validation(override: str):
+    validate(_compose([override]))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=-1", "optim.lr=-1: must be a number > 0"),
+    ("optim.lr=0", "optim.lr=0: must be a number > 0"),
+    ("optim.lr=fast", "optim.lr=fast: must be a number > 0"),
+    ("optim.lr=inf", "optim.lr=inf: must be a number > 0"),
+    ("optim.trunk_lr=0", "optim.trunk_lr=0: must be a number > 0"),
+    ("source_stage.optim.lr=-0.1", "source_stage.optim.lr=-0.1: must be a number > 0"),
+    ("optim.weight_decay=-1", "optim.weight_decay=-1: must be a number >= 0"),
+    ("optim.warmup_fraction=1", "optim.warmup_fraction=1: must be a number with 0 <= warmup_fraction < 1"),
+    ("optim.schedule=cos", "optim.schedule=cos: must be one of cosine, constant, plateau"),
+    ("target.fraction=0", "target.fraction=0: must be a number with 0 < fraction <= 1"),
+    ("target.fraction=1.5", "target.fraction=1.5: must be a number with 0 < fraction <= 1"),
+    ("source.fraction=-0.5", "source.fraction=-0.5: must be a number with 0 < fraction <= 1"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs=abc: must be an integer >= 1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: must be an integer >= 1"),
+    ("trainer.max_epochs=2.5", "trainer.max_epochs=2.5: must be an integer >= 1"),
+    ("source_stage.max_epochs=0", "source_stage.max_epochs=0: must be an integer >= 1"),
+    ("target.batch_size=0", "target.batch_size=0: must be an integer >= 1"),
+    ("source.eval_batch_size=-1", "source.eval_batch_size=-1: must be an integer >= 1"),
+    ("seed=abc", "seed=abc: must be an integer 0..4000000"),
+    ("seed=-1", "seed=-1: must be an integer 0..4000000"),
+    ("threads=0", "threads=0: must be an integer >= 1 or null"),
+    ("trainer.enable_progress_bar=maybe", "trainer.enable_progress_bar=maybe: must be true or false"),
+    ("head.dropout=1.5", "head.dropout=1.5: must be a number with 0 <= dropout < 1"),
+    ("trunk.channels=[32,0]", "trunk.channels=[32, 0]: must be a non-empty list of integers >= 1"),
+    ("strategy=freeze_first_k strategy.k=two", "strategy.k=two: must be an integer"),
+    ("+optim.lrr=1", "optim.lrr is not a known key (did you mean optim.lr?); allowed: betas, label_smoothing, lr,"),
+    ("+source_stage.optim.wd=1", "source_stage.optim.wd is not a known key; allowed: betas,"),
+    ("+trainer.max_epoch=3", "trainer.max_epoch is not a known key (did you mean trainer.max_epochs?)"),
+    ("+strategy.kk=1", "strategy.kk is not a known key; allowed: bn_policy"),
+    ("+head.widht=1", "head.widht is not a known key; allowed: dropout"),
+    ("+lr=1", "lr is not a known key; allowed: callbacks, ckpt_path,"),
+    ("+callbacks.checkpoint.every=1", "callbacks.checkpoint.every is not a known key; allowed: mode, monitor, save_last"),
+])
+def test_validation_names_key_value_and_what_is_allowed(override: str, message: str):
+    with pytest.raises(ConfigError) as err:
+        validate(_compose(["experiment=img2txt", *override.split()]))
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(message), text
+
+
+def test_reader_specific_keys_pass_but_common_ones_are_checked():
+    validate(_compose(["target=csv", "target.text_column=body", "+target.reader_args.delimiter=tab", "+target.my_note=x"]))
+    with pytest.raises(ConfigError, match=r"^target.val_fraction=0.6 and target.test_fraction=0.5: must add up"):
+        validate(_compose(["target.val_fraction=0.6", "target.test_fraction=0.5"]))
+
+
+def test_a_typo_inside_an_experiment_file_is_a_one_line_error(tmp_path: Path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\nname: typo\noptim:\n  lrr: 0.01\n")
+    (conf / "experiment" / "typo2.yaml").write_text(
+        "# @package _global_\nname: typo2\ntrainer:\n  max_epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"^optim.lrr is not a known key \(did you mean optim.lr\?\)"):
+        validate(_compose(["experiment=typo"], conf))
+    with pytest.raises(ConfigError, match=r"^trainer.max_epoch is not a known key \(did you mean trainer.max_epochs\?\)"):
+        validate(_compose(["experiment=typo2"], conf))
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["optim.lr=-1"], ["optim.lr=-1", "must be a number > 0"]),
+    (["trainer.max_epochs=abc"], ["trainer.max_epochs=abc", "must be an integer >= 1"]),
+    (["optim.lrr=1"], ["optim.lrr is not a known key", "allowed: betas"]),     # refused by Hydra, one line
+    (["+optim.lrr=1"], ["optim.lrr is not a known key", "allowed: betas"]),    # added, refused by the schema
+    (["strategy=freeze_first_k", "strategy.k=7"], ["strategy.k=7", "0..4"]),  # k within the trunk
+])
+def test_bad_config_exits_2_with_one_line_before_anything_trains(home: Path, args: list[str], needles: list[str]):
+    proc = run_train(["experiment=img2txt", *args, *QUICK], home, check=False)
+    _one_line_error(proc, *needles, code=2)
+    assert "source stage: training" not in proc.stdout + proc.stderr
+    assert not (home / "cache").exists()
+
+
+# -- resume ----------------------------------------------------------------------------------------
+def _start_and_kill_mid_epoch(args: list[str], home: Path, timeout: float = 240) -> tuple[Path, str]:
+    """Start train.py and SIGKILL it inside the target stage's second epoch: once epoch 0's last.ckpt
+    exists, wait about a third of an epoch (timed from the start of the target stage), then kill."""
+    env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    before = set(_run_dirs(home))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen: list[str] = []
+    target_started: list[float] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        while chunk := os.read(proc.stdout.fileno(), 4096):
+            seen.append(chunk.decode(errors="replace"))
+            if not target_started and "reusing the cached trunk" in "".join(seen[-3:]):
+                target_started.append(time.monotonic())
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    deadline, last, killed = time.monotonic() + timeout, None, False
+    while proc.poll() is None and time.monotonic() < deadline:
+        new = sorted(set(_run_dirs(home)) - before)
+        if new and (new[0] / "checkpoints" / "target" / "last.ckpt").exists() and target_started:
+            last = time.monotonic()
+            time.sleep(0.35 * (last - target_started[0]))  # about a third into epoch 1
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.002)
+    if not killed:
+        proc.kill()
+    proc.wait()
+    thread.join(timeout=10)
+    output = "".join(seen)
+    assert killed, f"the run ended before it could be killed:\n{output[-3000:]}"
+    new = sorted(set(_run_dirs(home)) - before)
+    assert len(new) == 1, new
+    return new[0], output
+
+
+def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(shared_home: Path, reference_run: Path):
+    ref = load_results(reference_run / "results.json")
+    killed, output = _start_and_kill_mid_epoch([*RESUMABLE, "trainer.enable_progress_bar=false"], shared_home)
+    assert not (killed / "results.json").exists()
+    last = torch.load(killed / "checkpoints" / "target" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["epoch"] == 0, "killed after epoch 1 ended, not inside it"  # so the kill was mid-epoch 1
+    before = _hashes(killed)
+
+    proc = run_train([f"resume={killed}"], shared_home)  # the earlier run's overrides are reused
+    resumed_dir = Path(re.search(r"^\s+run\s+(\S+)$", proc.stdout, re.M).group(1))
+    assert resumed_dir != killed
+    resumed = load_results(resumed_dir / "results.json")
+    assert resumed["status"] == "ok"
+    assert resumed["resumed_from"]["run_dir"] == str(killed)
+    assert resumed["resumed_from"]["epoch"] == 0
+    final = torch.load(resumed_dir / "checkpoints" / "target" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert final["epoch"] == 2  # it finished all 3 epochs
+    for key in ("test/acc", "test/f1"):
+        assert abs(resumed["target"]["test"][key] - ref["target"]["test"][key]) < 1e-3, (key, resumed, ref)
+    assert abs(resumed["target"]["best_val"] - ref["target"]["best_val"]) < 1e-3
+    # nothing in the earlier run's folder changed, nothing was added to it
+    assert _hashes(killed) == before
+
+
+def test_ckpt_path_last_continues_the_newest_run_with_the_same_settings(shared_home: Path, reference_run: Path,
+                                                                       tmp_path: Path, monkeypatch):
+    from xfer.evaluate import find_resume
+
+    monkeypatch.setenv("XFER_HOME", str(shared_home))
+    before = _hashes(reference_run)
+    cfg = _compose([*RESUMABLE, "ckpt_path=last"])
+    newest_matching = find_resume(cfg, tmp_path / "new_run")
+    assert newest_matching is not None and newest_matching.run_dir in _run_dirs(shared_home)
+    copy = torch.load(newest_matching.ckpt_path, weights_only=True, map_location="cpu")
+    states = [s for s in copy["callbacks"].values() if isinstance(s, dict) and "dirpath" in s]
+    assert states and all(str(tmp_path / "new_run") in s["dirpath"] for s in states)  # re-pointed here
+    with pytest.raises(ConfigError, match=r"resume=last: none of the \d+ earlier runs .* optim.lr is 0.01 here"):
+        find_resume(_compose([*RESUMABLE, "optim.lr=0.01", "resume=last"]), tmp_path / "other_run")
+    with pytest.raises(ConfigError, match=r"this run does not have the settings of .*optim.lr is 0.01 here but 0.003"):
+        find_resume(_compose([*RESUMABLE, "optim.lr=0.01", f"resume={reference_run}"]), tmp_path / "third_run")
+    assert _hashes(reference_run) == before
+
+
+def test_resume_of_a_folder_that_is_not_a_run_is_one_line(home: Path, tmp_path: Path):
+    proc = run_train([f"resume={tmp_path}"], home, check=False)
+    _one_line_error(proc, f"resume={tmp_path}", "not a run folder", code=2)
+    proc = run_train(["experiment=img2txt", *QUICK, "resume=last"], home, check=False)
+    _one_line_error(proc, "resume=last", "no earlier run", code=2)
+
+
+# -- atomic writes ---------------------------------------------------------------------------------
+_CRASH = r"""
+import json, os, signal, sys
+from pathlib import Path
+import torch
+from xfer import io
+from xfer.cache import TrunkCache
+what, target = sys.argv[1], Path(sys.argv[2])
+os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # die between write and rename
+if what == "json":
+    io.atomic_write_json(target / "results.json", {"status": "ok", "big": list(range(200000))})
+else:
+    TrunkCache(target).store("k1", {"w": torch.ones(1000)}, {"key": "k1"})
+"""
+
+
+def test_a_crash_mid_write_leaves_no_half_written_file(tmp_path: Path):
+    from xfer.cache import TrunkCache
+    from xfer.report import collect
+
+    run = tmp_path / "sweep" / "0_finetune_f1.0_s0"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"status": "ok", "run_dir": str(run), "seed": 0}))
+    proc = subprocess.run([sys.executable, "-c", _CRASH, "json", str(run)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert json.loads((run / "results.json").read_text()) == {"status": "ok", "run_dir": str(run), "seed": 0}
+    runs, incomplete = collect(tmp_path / "sweep")  # the summarizer sees the old whole file only
+    assert [r["seed"] for r in runs] == [0] and not incomplete
+
+    cache_root = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, "-c", _CRASH, "cache", str(cache_root)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    cache = TrunkCache(cache_root)
+    assert not cache.has("k1") and not (cache_root / "k1").exists()
+    state, meta, hit = cache.get_or_build("k1", lambda: ({"w": torch.zeros(3)}, {"key": "k1"}))
+    assert not hit and cache.has("k1")
+
+
+# -- untrusted files -------------------------------------------------------------------------------
+@pytest.mark.parametrize("torch_format", [True, False], ids=["torch_save", "plain_pickle"])
+def test_a_crafted_pickle_is_refused_without_running_it(tmp_path: Path, torch_format: bool):
+    from xfer.evaluate import CheckpointError, load_checkpoint
+
+    marker = tmp_path / "pwned"
+    _crafted_pickle(tmp_path / "evil.ckpt", marker, torch_format)
+    with pytest.raises(CheckpointError, match="is not a safe checkpoint.*refusing to load it"):
+        load_checkpoint(tmp_path / "evil.ckpt")
+    (tmp_path / "garbage.ckpt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
+        load_checkpoint(tmp_path / "garbage.ckpt")
+    assert not marker.exists()
+    # the payload is real: a trusting loader runs it
+    if torch_format:
+        torch.load(tmp_path / "evil.ckpt", weights_only=False)
+    else:
+        pickle.loads((tmp_path / "evil.ckpt").read_bytes())
+    assert marker.exists()
+
+
+def test_train_refuses_a_crafted_checkpoint(home: Path, tmp_path: Path):
+    marker = tmp_path / "pwned"
+    _crafted_pickle(tmp_path / "evil.ckpt", marker)
+    proc = run_train(["experiment=img2txt", *QUICK, f"ckpt_path={tmp_path / 'evil.ckpt'}"], home, check=False)
+    _one_line_error(proc, "evil.ckpt is not a safe checkpoint", "refusing to load it", code=2)
+    assert not marker.exists()
+    assert "source stage: training" not in proc.stdout + proc.stderr
+
+
+def test_eval_refuses_a_crafted_checkpoint(home: Path, tmp_path: Path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "run" / "checkpoints" / "target" / "best.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    _crafted_pickle(ckpt, marker)
+    proc = run_train([f"ckpt_path={ckpt}"], home, check=False, script="eval.py")
+    _one_line_error(proc, "best.ckpt is not a safe checkpoint", code=2)
+    assert not marker.exists()
+
+
+def test_a_tampered_cache_entry_is_refused_without_running_it(tmp_path: Path):
+    from safetensors.torch import save_file
+
+    from xfer.cache import MODEL_FILE, CacheError, TrunkCache
+
+    cache, marker = TrunkCache(tmp_path / "cache"), tmp_path / "pwned"
+    cache.store("k", {"trunk.w": torch.ones(4)}, {"key": "k"})
+    _crafted_pickle(cache.entry("k") / MODEL_FILE, marker)  # a pickle where the safetensors file was
+    with pytest.raises(CacheError, match=r"trunk cache entry .* is damaged: .*checksum.*delete that folder"):
+        cache.load("k")
+    # an entry written without a checksum (older layout): safetensors itself refuses the pickle
+    meta = json.loads((cache.entry("k") / "meta.json").read_text())
+    meta.pop("model_sha256")
+    (cache.entry("k") / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheError, match=r"trunk cache entry .* is unreadable \(.*\); delete that folder"):
+        cache.load("k")
+    # valid safetensors with other weights than recorded
+    save_file({"trunk.w": torch.zeros(4)}, str(cache.entry("k") / MODEL_FILE))
+    meta["model_sha256"] = "0" * 64
+    (cache.entry("k") / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheError, match="is damaged"):
+        cache.load("k")
+    assert not marker.exists()
+
+
+# -- mismatched checkpoints ------------------------------------------------------------------------
+def test_a_checkpoint_with_another_trunk_is_one_line(home: Path, tmp_path: Path):
+    _lightning_like_ckpt(tmp_path / "three_blocks.ckpt", [32, 64, 128])
+    proc = run_train(["experiment=img2txt", *QUICK, f"ckpt_path={tmp_path / 'three_blocks.ckpt'}"], home, check=False)
+    _one_line_error(proc, "does not fit the configured trunk", "the checkpoint has 3 trunk blocks",
+                    "the configured trunk has 4", code=2)
+    assert "source stage: training" not in proc.stdout + proc.stderr
+
+
+def test_trunk_shape_mismatch_names_the_tensor(tmp_path: Path):
+    from xfer.evaluate import CheckpointError, trunk_check
+
+    _lightning_like_ckpt(tmp_path / "narrow.ckpt", [16, 32, 64, 128])
+    state = torch.load(tmp_path / "narrow.ckpt", weights_only=True)["state_dict"]
+    with pytest.raises(CheckpointError) as err:
+        trunk_check(_compose(["experiment=img2txt"]), state, tmp_path / "narrow.ckpt")
+    assert ("trunk.blocks.0.conv.weight is [16, 32, 3, 3] in the checkpoint but [32, 32, 3, 3] in the "
+            "configured trunk") in str(err.value)
+
+
+def test_a_cached_trunk_that_does_not_fit_is_one_line():
+    from xfer.cache import CacheError
+    from xfer.models.trunks import CNNTrunk
+    from xfer.pipeline import load_trunk
+
+    cached = {f"trunk.{k}": v for k, v in CNNTrunk(32, [32, 64, 128]).state_dict().items()}
+    with pytest.raises(CacheError, match="the cached source model has 3 trunk blocks, the configured trunk has 4"):
+        load_trunk(CNNTrunk(32, [32, 64, 128, 128]), cached)
+    cached = {f"trunk.{k}": v for k, v in CNNTrunk(32, [16, 64, 128, 128]).state_dict().items()}
+    with pytest.raises(CacheError, match=r"trunk.blocks.0.conv.weight is \[16, 32, 3, 3\] in the cached source model"):
+        load_trunk(CNNTrunk(32, [32, 64, 128, 128]), cached)
+
+
+def test_eval_of_a_checkpoint_that_does_not_fit_is_one_line(home: Path, tmp_path: Path, reference_run: Path):
+    _lightning_like_ckpt(tmp_path / "three.ckpt", [32, 64, 128])
+    proc = run_train([f"ckpt_path={tmp_path / 'three.ckpt'}", f"config={reference_run}/.hydra/config.yaml"],
+                     home, check=False, script="eval.py")
+    _one_line_error(proc, "three.ckpt does not fit", "3 trunk blocks", code=2)
+
+
+# -- NaN -------------------------------------------------------------------------------------------
+def test_a_nan_loss_stops_a_run_with_one_line(home: Path):
+    proc = run_train(["experiment=img2txt", *QUICK, "optim.lr=1e30"], home, check=False)
+    _one_line_error(proc, "non-finite training loss", "lower the learning rate", code=1)
+    [path] = results_files(home)
+    failed = load_results(path)
+    assert failed["status"] == "failed" and failed["error_type"] == "NonFiniteLossError"
+
+
+def test_a_nan_loss_fails_only_its_job_in_a_sweep(home: Path):
+    proc = run_train(["-m", "experiment=img2txt", *QUICK, "optim.lr=0.003,1e30"], home)
+    assert proc.returncode == 0
+    runs = {r.get("error_type", "ok"): r for r in map(load_results, results_files(home))}
+    assert set(runs) == {"ok", "NonFiniteLossError"}, runs
+    assert runs["ok"]["status"] == "ok"
+    assert runs["NonFiniteLossError"]["status"] == "failed"
+    assert "non-finite training loss" in runs["NonFiniteLossError"]["error"]
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+def test_eval_reproduces_the_runs_test_accuracy(reference_run: Path, shared_home: Path, tmp_path: Path):
+    before = _hashes(reference_run)
+    out = tmp_path / "eval.json"
+    proc = run_train([f"ckpt_path={reference_run}/checkpoints/target/best.ckpt", f"out={out}", "threads=1"],
+                     shared_home, script="eval.py")
+    assert "test acc" in proc.stdout
+    evaluated = json.loads(out.read_text())
+    recorded = load_results(reference_run / "results.json")["target"]["test"]
+    assert abs(evaluated["test"]["test/acc"] - recorded["test/acc"]) < 0.001
+    assert abs(evaluated["test"]["test/f1"] - recorded["test/f1"]) < 0.001
+    assert evaluated["n_test"] == 1275
+    assert _hashes(reference_run) == before  # eval writes nothing into the run folder
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["ckpt_path=/no/such/best.ckpt"], ["/no/such/best.ckpt: no such checkpoint file"]),
+    (["checkpoint=x.ckpt"], ["checkpoint=x.ckpt: not an option", "ckpt_path=..."]),
+    ([], ["ckpt_path=<run>/checkpoints/target/best.ckpt is required"]),
+])
+def test_eval_bad_input_is_one_line(home: Path, args: list[str], needles: list[str]):
+    proc = run_train(args, home, check=False, script="eval.py")
+    _one_line_error(proc, *needles, code=2)

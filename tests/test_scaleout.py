@@ -1,0 +1,50 @@
+"""Scale-out on one CPU machine: DDP over gloo with frozen and unfreezing trunks, and sweeps whose jobs
+are real subprocesses through submitit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import QUICK, load_results, results_files, run_train
+
+DDP_QUICK = [q for q in QUICK if not q.startswith("threads")] + ["trainer=ddp_cpu", "trainer.max_epochs=2"]
+
+
+def _check_ddp_runs(home: Path, proc, strategies: list[str]) -> list[dict]:
+    runs = [load_results(p) for p in results_files(home)]
+    assert sorted(r["strategy"]["name"] for r in runs) == sorted(strategies)
+    assert all(r["status"] == "ok" for r in runs), [r.get("error") for r in runs]
+    # rank 1 wrote nothing: one cache entry, one results.json per job
+    assert len(list((home / "cache" / "trunks").glob("*/source_model.safetensors"))) == 1
+    assert len(list((home / "logs").rglob("results.json"))) == len(strategies)
+    # FreezeSchedule checks at every epoch end that both replicas hold identical weights
+    assert "DDP replicas hold different weights" not in proc.stdout + proc.stderr
+    for r in runs:
+        assert r["params"]["trainable"] < r["params"]["total"]  # part of the trunk stayed frozen
+    return runs
+
+
+def test_ddp_cpu_gradual_unfreeze(home: Path):
+    """Blocks unfrozen after DDP wrapped the model still have their gradients averaged."""
+    proc = run_train(["experiment=img2txt", "strategy=gradual_unfreeze", *DDP_QUICK], home, timeout=900)
+    _check_ddp_runs(home, proc, ["gradual_unfreeze"])
+
+
+@pytest.mark.slow
+def test_ddp_cpu_sweep_of_a_frozen_and_an_unfreezing_strategy(home: Path):
+    proc = run_train(["-m", "experiment=img2txt", "strategy=freeze_first_k,gradual_unfreeze", *DDP_QUICK],
+                     home, timeout=1800)
+    _check_ddp_runs(home, proc, ["freeze_first_k", "gradual_unfreeze"])
+    assert len(list((home / "logs").rglob("summary.md"))) == 1
+
+
+def test_submitit_local_sweep_runs_jobs_as_processes_and_summarizes(home: Path):
+    run_train(["-m", "hydra/launcher=local_processes", "experiment=img2txt", "strategy=scratch",
+               "seed=0,1", *QUICK], home, timeout=900)
+    runs = [load_results(p) for p in results_files(home)]
+    assert len(runs) == 2 and all(r["status"] == "ok" for r in runs)
+    [summary] = list((home / "logs").rglob("summary.md"))
+    assert summary.parent == Path(runs[0]["run_dir"]).parent  # jobs and summary share the sweep folder
+    assert ".submitit" in {p.name for p in summary.parent.iterdir()}  # really through submitit
+    assert "| scratch | 0.1 | 2 |" in summary.read_text()
