@@ -12,6 +12,7 @@ Options (key=value):
   threads=<n>         torch threads
 """
 import sys
+from pathlib import Path
 
 OPTIONS = ("ckpt_path", "run", "config", "out", "threads")
 
@@ -29,6 +30,8 @@ def parse(argv: list[str]) -> dict[str, str]:
         opts["ckpt_path"] = f"{opts['run'].rstrip('/')}/checkpoints/target/best.ckpt"
     if not opts.get("ckpt_path"):
         raise ConfigError("ckpt_path=<run>/checkpoints/target/best.ckpt is required")
+    if not Path(opts["ckpt_path"]).is_file():
+        raise ConfigError(f"{opts['ckpt_path']}: no such checkpoint file")
     if "threads" in opts and not (opts["threads"].isdigit() and int(opts["threads"]) >= 1):
         raise ConfigError(f"threads={opts['threads']}: must be an integer >= 1")
     return opts
@@ -36,19 +39,22 @@ def parse(argv: list[str]) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     import logging
-
-    from xfer.cli import input_errors, one_line, user_errors
-
     import warnings
 
+    from xfer.cli import input_errors, one_line, user_errors
+    from xfer.schema import ConfigError
+
+    try:
+        opts = parse(argv)
+    except ConfigError as err:  # before the heavy imports: a typo answers at once
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING)
     for name in ("pytorch_lightning", "lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    for category in (UserWarning, DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
     try:
-        opts = parse(argv)
         import torch
 
         if "threads" in opts:

@@ -109,3 +109,19 @@ def test_img2img_control_shows_transfer(home: Path):
     s = summarize(sweep)
     means = {g.strategy: g.mean for g in s.groups}
     assert means["finetune"] > means["scratch"] + 0.02, means
+
+
+def test_optuna_search_tunes_lrs_on_validation_accuracy(home: Path):
+    proc = run_train(["-m", "experiment=img2txt", "hparams_search=optuna", "strategy=linear_probe",
+                      "hydra.sweeper.n_trials=2", *QUICK], home)
+    runs = [load_results(p) for p in results_files(home)]
+    assert len(runs) == 2 and all(r["status"] == "ok" for r in runs)
+    from omegaconf import OmegaConf
+
+    tried = [OmegaConf.load(Path(r["run_dir"]) / ".hydra" / "config.yaml").optim for r in runs]
+    assert tried[0].lr != tried[1].lr and tried[0].weight_decay != tried[1].weight_decay
+    sweep = Path(runs[0]["run_dir"]).parent
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "optim.lr" in best and "best_value" in best
+    best_value = float(best.split("best_value:")[1].split()[0])
+    assert best_value == pytest.approx(max(r["target"]["best_val"] for r in runs), abs=1e-6)

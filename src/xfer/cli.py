@@ -46,7 +46,8 @@ def check_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
     groups = config_groups(conf_dir)
     for arg in argv:
         m = _CHOICE.match(arg.lstrip("+~"))
-        if not m or m.group(1) not in groups:
+        # hydra/* choices also come from plugins (joblib, submitit_*, optuna): Hydra checks those itself
+        if not m or m.group(1) not in groups or m.group(1).startswith("hydra/"):
             continue
         group, value = m.group(1), m.group(2)
         values = _sweep_values(value)
@@ -83,7 +84,8 @@ def expand_resume(argv: list[str]) -> list[str]:
         return argv
     saved = Path(folder).expanduser() / ".hydra" / "overrides.yaml"
     if not saved.is_file():
-        what = "no such folder" if not Path(folder).expanduser().is_dir() else "not a run folder (no .hydra/overrides.yaml)"
+        what = ("not a run folder (no .hydra/overrides.yaml)" if Path(folder).expanduser().is_dir()
+                else "no such folder")
         raise ConfigError(f"resume={folder}: {what}; give a folder such as logs/<experiment>/runs/<run>")
     try:
         earlier = [str(o) for o in OmegaConf.load(saved)]

@@ -22,7 +22,6 @@ import logging
 import os
 import pickle
 import re
-import shutil
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -181,7 +180,8 @@ def find_resume(cfg: DictConfig, run_dir: Path) -> Resume | None:
     """The checkpoint this run continues from (copied into ``run_dir``), or None for a fresh run.
 
     ``resume=<run folder>``: that run's target last.ckpt. ``resume=last`` or ``ckpt_path=last``: the
-    newest earlier run of this experiment with the same settings. ``ckpt_path=<file>``: that file.
+    newest earlier run of this experiment with the same settings (in a sweep, a job with none starts
+    afresh). ``ckpt_path=<file>``: that file.
     The settings must match the earlier run's (paths, threads and display aside)."""
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
     if resume is not None and ckpt_path is not None and str(resume) != str(ckpt_path):
@@ -207,12 +207,17 @@ def find_resume(cfg: DictConfig, run_dir: Path) -> Resume | None:
     return _adopt(cfg, path, _run_dir_of(path), run_dir, key)
 
 
-def _resume_last(cfg: DictConfig, run_dir: Path, key: str) -> Resume:
+def _resume_last(cfg: DictConfig, run_dir: Path, key: str) -> Resume | None:
+    from xfer.cli import is_multirun
+
     found = candidates(cfg, run_dir)
     for earlier in found:
         if config_difference(cfg, earlier) is None:
             return _adopt(cfg, earlier / TARGET_CKPT / "last.ckpt", earlier, run_dir, key)
     where = Path(str(cfg.paths.log_dir)) / str(cfg.name)
+    if is_multirun():  # resuming a sweep: a job that never got a checkpoint starts afresh
+        log.warning("%s=last: no earlier run under %s has these settings; starting afresh", key, where)
+        return None
     if not found:
         raise ConfigError(f"{key}=last: no earlier run under {where} has a target checkpoint; "
                           f"start a new run without {key}=")
@@ -291,6 +296,11 @@ def _repoint(data: dict[str, Any], ckpt: Path, dest: Path) -> Path:
         _write(other, dest / src.name)
     _write(data, out)
     return out
+
+
+# Trainer.test(ckpt_path="best") uses the first ModelCheckpoint, the best-validation one; LastEveryEpoch
+# comes after it, so Lightning's warning about several ModelCheckpoint callbacks says nothing here.
+warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint` callbacks.*")
 
 
 class LastEveryEpoch(ModelCheckpoint):

@@ -96,16 +96,39 @@ def data_size(run: dict[str, Any]) -> Any:
     return f"{spc}/class" if spc else run.get("fraction")
 
 
+# overrides already shown as the strategy, the data size or the seed
+_SHOWN = ("strategy", "seed", "target.fraction", "target.samples_per_class", "experiment", "sweep",
+          "hparams_search", "hydra/launcher", "hydra.launcher", "hydra.sweeper")
+
+
+def _overrides(run: dict[str, Any]) -> list[str]:
+    path = Path(run.get("run_dir", "")) / ".hydra" / "overrides.yaml"
+    try:
+        items = [line[2:].strip() for line in path.read_text().splitlines() if line.startswith("- ")]
+    except OSError:
+        return []
+    return [o.strip("'\"") for o in items if not o.strip("'\"").lstrip("+~").startswith(_SHOWN)]
+
+
 def summarize(folder: str | Path) -> Summary:
     runs, incomplete = collect(folder)
     ok = [r for r in runs if r.get("status") == "ok"]
     failed = [r for r in runs if r.get("status") != "ok"]
     varying = _varying_settings(ok)
+    # any other override that differs between jobs (a hand-made lr sweep, Optuna's trials) splits groups
+    extra = {id(r): _overrides(r) for r in ok}
+    common = set.intersection(*(set(v) for v in extra.values())) if extra else set()
     by_key: dict[tuple[str, Any], Group] = {}
     for r in ok:
         label, size = strategy_label(r, varying), data_size(r)
+        own = [o for o in extra[id(r)] if o not in common]
+        if own:
+            label = f"{label} [{' '.join(sorted(own))}]"
         group = by_key.setdefault((label, size), Group(label, size))
-        group.values[int(r["seed"])] = float(r["target"]["test"][METRIC])
+        seed = int(r["seed"])
+        while seed in group.values:  # same seed twice in a group: keep both runs
+            seed += 1_000_000
+        group.values[seed] = float(r["target"]["test"][METRIC])
     groups = sorted(by_key.values(), key=lambda g: (str(g.fraction), -g.mean))
     return Summary(groups, failed, incomplete, _compare(groups), ok)
 

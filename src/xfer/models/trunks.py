@@ -43,15 +43,17 @@ class CNNTrunk(nn.Module):
     """A plain VGG-style CNN: one ``ConvBlock`` per entry of ``channels``, then global pooling.
 
     Global pooling makes the trunk indifferent to the input's height and width, so a 28x28 digit and
-    a 48x32 token grid both fit.
+    a 6x8 token grid both fit. Subclasses change the block type only.
     """
+
+    block: type[nn.Module] = ConvBlock
 
     def __init__(self, in_channels: int = 16, channels: Sequence[int] = (32, 64, 128, 128), pool: str = "avg"):
         super().__init__()
         _check(channels, pool)
         widths = [in_channels, *channels]
         self.in_channels, self.pool = in_channels, pool
-        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.blocks = nn.ModuleList(self.block(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.out_features = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,21 +84,10 @@ class ResidualBlock(nn.Module):
         return self.pool(torch.relu(y + self.shortcut(x)))
 
 
-class ResNetTrunk(nn.Module):
+class ResNetTrunk(CNNTrunk):
     """A small ResNet: one ``ResidualBlock`` per entry of ``channels``, then global pooling."""
 
-    def __init__(self, in_channels: int = 16, channels: Sequence[int] = (32, 64, 128, 128), pool: str = "avg"):
-        super().__init__()
-        _check(channels, pool)
-        widths = [in_channels, *channels]
-        self.in_channels, self.pool = in_channels, pool
-        self.blocks = nn.ModuleList(ResidualBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.out_features = widths[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return global_pool(x, self.pool)
+    block = ResidualBlock
 
 
 class MultiWidthConv1d(nn.Module):
