@@ -23,11 +23,12 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     from xfer.cli import guarded
-    from xfer.pipeline import run, summary_lines
+    from xfer.pipeline import global_rank, run, summary_lines
 
     def task(c: DictConfig):
         results = run(c)
-        print("\n".join(summary_lines(results)))
+        if global_rank() == 0:  # under multi-process DDP every rank runs this
+            print("\n".join(summary_lines(results)))
         return results
 
     return guarded(task, cfg)
