@@ -53,49 +53,52 @@ def plot_by_strategy(s: "Summary", folder: Path) -> Path | None:
     return path
 
 
+def _line_plot(curves: dict[str, list[tuple[float, object]]], xlabel: str, title: str, path: Path) -> Path:
+    """One line per label through (x, group) points, with 95% CI error bars."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in sorted(curves.items()):
+        pts = sorted(pts, key=lambda p: p[0])
+        ax.errorbar([x for x, _ in pts], [100 * g.mean for _, g in pts], yerr=[_err(g) for _, g in pts],
+                    marker="o", capsize=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("target test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return path
+
+
 def plot_by_fraction(s: "Summary", folder: Path) -> Path | None:
     numeric = [g for g in s.groups if isinstance(g.fraction, (int, float))]
     if len({g.fraction for g in numeric}) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label in sorted({g.strategy for g in numeric}):
-        gs = sorted((g for g in numeric if g.strategy == label), key=lambda g: g.fraction)
-        ax.errorbar([g.fraction for g in gs], [100 * g.mean for g in gs], yerr=[_err(g) for g in gs],
-                    marker="o", capsize=3, label=label)
-    ax.set_xlabel("target.fraction (share of the training split)")
-    ax.set_ylabel("target test accuracy (%)")
-    ax.set_title("Accuracy against training data")
-    ax.legend(fontsize=8)
-    path = folder / "accuracy_by_fraction.png"
-    _save(fig, path)
-    return path
+    curves: dict[str, list[tuple[float, object]]] = defaultdict(list)
+    for g in numeric:
+        curves[g.strategy].append((g.fraction, g))
+    return _line_plot(curves, "target.fraction (share of the training split)", "Accuracy against training data",
+                      folder / "accuracy_by_fraction.png")
 
 
-_K = re.compile(r"^(\w+)\(.*\bk=(\d+)")
+_K = re.compile(r"^(\w+)\((.*)\)")
 
 
 def plot_layer_transfer(s: "Summary", folder: Path) -> Path | None:
-    curves: dict[str, list[tuple[int, object]]] = defaultdict(list)
+    """Accuracy against k for every strategy whose label carries k (freeze_first_k, transfer_first_k)."""
+    curves: dict[str, list[tuple[float, object]]] = defaultdict(list)
     for g in s.groups:
         m = _K.match(g.strategy)
-        if m:
-            curves[m.group(1) + re.sub(r"\bk=\d+,? ?", "", g.strategy[len(m.group(1)):]).replace("()", "")].append(
-                (int(m.group(2)), g))
-    curves = {k: v for k, v in curves.items() if len(v) > 1}
+        if not m:
+            continue
+        settings = [kv.strip() for kv in m.group(2).split(",")]
+        k = next((kv[2:] for kv in settings if kv.startswith("k=")), None)
+        if k is not None and k.isdigit():
+            rest = ", ".join(kv for kv in settings if not kv.startswith("k="))
+            curves[f"{m.group(1)}({rest})" if rest else m.group(1)].append((int(k), g))
+    curves = {label: pts for label, pts in curves.items() if len(pts) > 1}
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, pts in sorted(curves.items()):
-        pts.sort(key=lambda p: p[0])
-        ax.errorbar([k for k, _ in pts], [100 * g.mean for _, g in pts], yerr=[_err(g) for _, g in pts],
-                    marker="o", capsize=3, label=label)
-    ax.set_xlabel("k: trunk blocks transferred")
-    ax.set_ylabel("target test accuracy (%)")
-    ax.set_title("Layer transfer (Yosinski et al. 2014)")
-    ax.legend(fontsize=8)
-    path = folder / "layer_transfer.png"
-    _save(fig, path)
-    return path
+    return _line_plot(curves, "k: trunk blocks transferred", "Layer transfer (Yosinski et al. 2014)",
+                      folder / "layer_transfer.png")
 
 
 def read_scalar(run_dir: Path, tag: str) -> list[tuple[int, float]]:
