@@ -114,10 +114,13 @@ class TransferModule(pl.LightningModule):
         self.test_confusion = matrix.tolist()
         experiment = getattr(self.logger, "experiment", None)
         if experiment is not None and hasattr(experiment, "add_figure"):
+            import matplotlib.pyplot as plt
+
             from xfer.plots import confusion_figure
 
-            experiment.add_figure("test/confusion_matrix", confusion_figure(matrix, self.class_names),
-                                  global_step=self.global_step)
+            fig = confusion_figure(matrix, self.class_names)
+            experiment.add_figure("test/confusion_matrix", fig, global_step=self.global_step)
+            plt.close(fig)  # a no-op logger (fast_dev_run) would leave it open
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):
