@@ -110,3 +110,23 @@ def test_a_strategy_that_cannot_apply_fails_before_training(home: Path):
     proc = run_train(["experiment=img2txt", "strategy=freeze_first_k", "strategy.k=7", *QUICK], home, check=False)
     _one_line_error(proc, "strategy.k=7", "0..4")
     assert "source stage: training" not in proc.stdout + proc.stderr  # nothing trained first
+
+
+def test_two_runs_started_together_never_share_a_folder(home: Path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "XFER_HOME": str(home)}
+    args = [sys.executable, str(ROOT / "train.py"), "experiment=img2txt", "strategy=scratch", "debug=fast",
+            "trainer.enable_progress_bar=false", "threads=1"]
+    procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
+    dirs = [Path(load_results(p)["run_dir"]) for p in results_files(home)]
+    assert len(dirs) == 2 and dirs[0] != dirs[1]
+    # same experiment, strategy and seed: only the random tag tells the folders apart
+    assert dirs[0].name.split("_")[2:4] == dirs[1].name.split("_")[2:4] == ["scratch", "s0"]
