@@ -73,10 +73,3 @@ class PeakScaledLR(LRScheduler):
             self.plateau_scale *= self.plateau_factor
             self.plateau_bad_epochs = 0
 
-
-def lr_for_new_group(optimizer: Optimizer, peak_lr: float) -> float:
-    """The lr a group added now must start at: its peak times the factor the others run at."""
-    for group in optimizer.param_groups:
-        if group.get("peak_lr"):
-            return peak_lr * group["lr"] / group["peak_lr"]
-    return peak_lr
