@@ -89,7 +89,10 @@ class TransferModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         task_loss, feats = self._step(batch, "train")
-        loss = self.task_loss_weight * task_loss
+        return self.add_loss_terms(self.task_loss_weight * task_loss, feats, batch)
+
+    def add_loss_terms(self, loss: torch.Tensor, feats: torch.Tensor, batch: Any) -> torch.Tensor:
+        """``loss`` plus the strategy's extra terms, checked to be finite."""
         for term in self.loss_terms:
             loss = loss + term(self, feats, batch)
         self.check_finite(loss)

@@ -42,11 +42,7 @@ class JointTransferModule(TransferModule):
         logits = self.extra_parts["source_head"](self.trunk(self.extra_parts["source_adapter"](xs)))
         source_loss = nn.functional.cross_entropy(logits, ys)
         self.log("train/source_loss", source_loss, on_step=False, on_epoch=True, batch_size=len(ys))
-        loss = source_loss + self.lam * target_loss
-        for term in self.loss_terms:
-            loss = loss + term(self, feats, batch["target"])
-        self.check_finite(loss)
-        return loss
+        return self.add_loss_terms(source_loss + self.lam * target_loss, feats, batch["target"])
 
 
 class JointDataModule(pl.LightningDataModule):
