@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The install re-runs only when these files change (idempotent otherwise).
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: install train test test-full sweep tb clean help
+.PHONY: install train test test-full sweep bench tb clean help
 
 help:
 	@echo "make install    create $(VENV) and install xfer (first time only)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test       install, then the fast test suite"
 	@echo "make test-full  install, then every test, slow ones included"
 	@echo "make sweep      install, then every strategy x 3 seeds on img2txt, with a summary"
+	@echo "make bench      install, then scripts/bench.py: bench.json and a table (about 12 minutes)"
 	@echo "make tb         tensorboard --logdir logs"
 	@echo "make clean      remove caches of Python and pytest (never logs/ or cache/)"
 
@@ -36,6 +37,9 @@ test-full: install
 
 sweep: install
 	$(PY) train.py -m experiment=img2txt sweep=strategies $(ARGS)
+
+bench: install
+	$(PY) scripts/bench.py $(ARGS)
 
 tb: install
 	$(VENV)/bin/tensorboard --logdir logs

@@ -64,19 +64,26 @@ def source_key(cfg: DictConfig) -> str:
     })
 
 
+def stage_trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list, **trainer_overrides: Any
+                  ) -> pl.Trainer:
+    """The Trainer of one stage, with every callback a run uses."""
+    if cfg.callbacks.checkpoint.get("save_last") and not cfg.trainer.get("fast_dev_run"):
+        callbacks = [*callbacks, LastEveryEpoch(run_dir / "checkpoints" / stage)]  # resume loses <= 1 epoch
+    return build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
+
+
 def fit_and_test(cfg: DictConfig, module: TransferModule, dm: pl.LightningDataModule, run_dir: Path,
                  stage: str, callbacks: list, ckpt_path: str | None = None, **trainer_overrides: Any
                  ) -> tuple[StageResult, pl.Trainer]:
     start = time.perf_counter()
-    if cfg.callbacks.checkpoint.get("save_last") and not cfg.trainer.get("fast_dev_run"):
-        callbacks = [*callbacks, LastEveryEpoch(run_dir / "checkpoints" / stage)]  # resume loses <= 1 epoch
-    trainer = build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
+    trainer = stage_trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     best = None if trainer.fast_dev_run else "best"
     tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
     ckpt = trainer.checkpoint_callback
     best_val = float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None
-    return StageResult(dict(tested[0]), time.perf_counter() - start, best_val), trainer
+    return StageResult(dict(tested[0]), time.perf_counter() - start, best_val,
+                       {"timing": build.stage_timing(trainer)}), trainer
 
 
 def run_source_stage(cfg: DictConfig, run_dir: Path) -> SourceOutcome:
@@ -93,7 +100,8 @@ def run_source_stage(cfg: DictConfig, run_dir: Path) -> SourceOutcome:
         result, _ = fit_and_test(cfg, module, dm, run_dir, "source", [],
                                  max_epochs=cfg.source_stage.max_epochs)
         meta = {"key": key, "dataset": cfg.source.name, "test": result.test, "best_val": result.best_val,
-                "wall_s": result.wall_s, "sizes": dm.sizes(), "trained_in": str(run_dir)}
+                "wall_s": result.wall_s, "sizes": dm.sizes(), "trained_in": str(run_dir),
+                "timing": result.extra["timing"]}
         return module.state_dict(), meta
 
     if cfg.trainer.get("fast_dev_run"):  # a smoke test's trunk is never worth caching
@@ -196,7 +204,7 @@ def job_threads(cfg: DictConfig) -> int | None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run both stages for one config; write results.json into the run folder and return it."""
     validate(cfg)  # one-line ConfigError for a bad key or value, before anything loads or trains
-    started = time.perf_counter()
+    started, started_unix = time.perf_counter(), time.time()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     threads = job_threads(cfg)
@@ -230,17 +238,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "source": None if source is None else {
             "dataset": cfg.source.name, "cached": source.cached, "key": source.key,
             "test": source.meta["test"], "wall_s": 0.0 if source.cached else source.meta["wall_s"],
+            "timing": None if source.cached else source.meta.get("timing"),
             "trained_in": source.meta.get("trained_in"),
         },
         "target": {
             "dataset": cfg.target.name, "test": target.test, "best_val": target.best_val,
-            "wall_s": target.wall_s, "sizes": target_dm.sizes(), "dropped": target_dm.dropped,
+            "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),
+            "dropped": target_dm.dropped,
             "class_names": list(target_dm.spec.class_names), "confusion_matrix": module.test_confusion,
         },
         "params": count_params(module, strat, optim, int(cfg.trainer.max_epochs)),
         "resumed_from": None if resume is None else resume.describe(),
         "run_dir": str(run_dir),
         "threads": torch.get_num_threads(),
+        "started_unix": started_unix,
         "wall_s": time.perf_counter() - started,
     }
     if global_rank() == 0:  # under multi-process DDP every rank runs this function

@@ -6,7 +6,7 @@ problem, as one line that names the key, the value and what is allowed::
     optim.lr=-1: must be a number > 0
     trainer.max_epochs=abc: must be an integer >= 1
     target.fraction=0: must be a number with 0 < fraction <= 1
-    optim.lrr is not a known key (did you mean optim.lr?); allowed: betas, label_smoothing, lr, ...
+    optim.lrr is not a known key (did you mean optim.lr?); allowed: betas, fused, label_smoothing, lr, ...
 
 What is checked where:
 
@@ -147,6 +147,7 @@ OPTIM: dict[str, Rule] = {
     "label_smoothing": number(ge=0, lt=1),
     "plateau_factor": number(gt=0, lt=1),
     "plateau_patience": integer(0),
+    "fused": choice("auto", True, False),
 }
 SOURCE_STAGE: dict[str, Any] = {"max_epochs": integer(1), "optim": OPTIM}
 TOP: dict[str, Any] = {
@@ -186,6 +187,7 @@ TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir")
 CALLBACKS: dict[str, Any] = {
     "checkpoint": {"monitor": STRING, "mode": choice("min", "max"), "save_last": either(BOOL, choice("link"))},
     "lr_monitor": BOOL,
+    "progress_bar_refresh": integer(1),
     "early_stopping": MAPPING.or_null(),
 }
 PATHS = {"root_dir": ANY, "log_dir": ANY, "cache_dir": ANY, "output_dir": ANY}

@@ -35,6 +35,20 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
+class TensorBatches(TensorDataset):
+    """A TensorDataset the DataLoader reads a batch at a time: one gather per tensor for the batch's
+    indices, instead of one item per sample followed by a stack (no per-sample Python)."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t.index_select(0, index) for t in self.tensors)
+
+
+def as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate function for ``TensorBatches``: its batches come out already stacked."""
+    return batch
+
+
 class SplitDataModule(pl.LightningDataModule):
     """Train/val/test tensors for one classification data set.
 
@@ -65,7 +79,7 @@ class SplitDataModule(pl.LightningDataModule):
         self.fraction, self.samples_per_class = fraction, samples_per_class
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.seed = seed
-        self.datasets: dict[str, TensorDataset] = {}
+        self.datasets: dict[str, TensorBatches] = {}
         self.class_names: list[str] = []
         self.dropped: dict[str, int] = {}
         self._spec: DataSpec | None = None
@@ -86,7 +100,7 @@ class SplitDataModule(pl.LightningDataModule):
         split_items, split_labels = self._split(raw)
         encoded = self.encode(split_items)
         for s in SPLITS:
-            self.datasets[s] = TensorDataset(encoded[s], torch.as_tensor(split_labels[s]))
+            self.datasets[s] = TensorBatches(encoded[s], torch.as_tensor(split_labels[s]))
         self._spec = DataSpec(name=self.name, modality=self.modality, num_classes=len(self.class_names),
                               class_names=tuple(self.class_names), **self.spec_fields())
 
@@ -158,6 +172,7 @@ class SplitDataModule(pl.LightningDataModule):
             data,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=EpochShuffle(len(data), self.seed) if train else None,
+            collate_fn=as_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # its own generator: creating an iterator never draws from the global RNG, which the

@@ -87,8 +87,13 @@ class TextFoldAdapter(nn.Module):
         if self.pad_tokens:
             tokens = nn.functional.pad(tokens, (0, self.pad_tokens), value=self.pad_id)
         emb = self.dropout(self.embedding(tokens))  # [B, L, D]
-        grid = emb.transpose(1, 2).reshape(emb.shape[0], emb.shape[2], self.rows, self.width)
-        return self.stem(grid)
+        # The 1x1 conv is a matmul over the embedding dims. Done on [B, L, D] directly, its output
+        # [B, L, C] is already the [B, C, rows, width] grid in channels-last layout, which the trunk's
+        # convolutions run faster on; no transpose copy is made.
+        conv, norm, act = self.stem
+        mixed = nn.functional.linear(emb, conv.weight.view(conv.out_channels, -1))
+        grid = mixed.view(emb.shape[0], self.rows, self.width, -1).permute(0, 3, 1, 2)
+        return act(norm(grid))
 
 
 class TextSequenceAdapter(nn.Module):

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from xfer.models.fastconv import conv2d
+
 
 class ConvBlock(nn.Module):
     """conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool (ceil mode, so small inputs never vanish)."""
@@ -22,7 +24,7 @@ class ConvBlock(nn.Module):
         self.pool = nn.MaxPool2d(2, ceil_mode=True) if pool else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.act(self.norm(self.conv(x))))
+        return self.pool(self.act(self.norm(conv2d(self.conv, x))))
 
 
 POOLS = ("avg", "max")
@@ -79,9 +81,12 @@ class ResidualBlock(nn.Module):
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.norm1(self.conv1(x)))
-        y = self.norm2(self.conv2(y))
-        return self.pool(torch.relu(y + self.shortcut(x)))
+        y = torch.relu(self.norm1(conv2d(self.conv1, x)))
+        y = self.norm2(conv2d(self.conv2, y))
+        shortcut = x
+        if isinstance(self.shortcut, nn.Sequential):  # 1x1 conv + BN projection
+            shortcut = self.shortcut[1](conv2d(self.shortcut[0], x))
+        return self.pool(torch.relu(y + shortcut))
 
 
 class ResNetTrunk(CNNTrunk):

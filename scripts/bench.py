@@ -1,0 +1,389 @@
+"""Measure xfer side by side on this machine: Lightning against a plain loop, throughput against the
+machine's matmul rate, the data path, end-to-end runs, a parallel sweep, and memory.
+
+    python scripts/bench.py                 # everything (about 10 minutes on 2 cores); make bench
+    python scripts/bench.py --only lightning,data
+    python scripts/bench.py --quick         # a smoke run of every section (about 3 minutes)
+
+Writes bench.json (every figure) and bench.md (the table), and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("lightning", "data", "e2e", "sweep")
+SWEEP_STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
+# The sweep section trains shorter than the recipe: its question is the launcher, not accuracy.
+SWEEP_SHORT = ["trainer.max_epochs=2", "source_stage.max_epochs=1"]
+QUICK = ["source_stage.max_epochs=1", "source.fraction=0.2", "trainer.max_epochs=1", "target.fraction=0.2"]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from xfer.cli import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+# -- 1-3: in this process --------------------------------------------------------------------
+def target_stage(cfg) -> tuple[Any, Any, Any]:
+    """A fresh target-stage module (random trunk: the same FLOPs as a pretrained one) and its data."""
+    from xfer import build
+    from xfer.pipeline import build_target
+    from xfer.strategies.groups import apply_plan, plan_for
+
+    strat = build.strategy(cfg.strategy)
+    dm = build.datamodule(cfg.target, cfg.seed)
+    optim = build.to_dict(cfg.optim)
+    module, dm = build_target(cfg, strat, dm, None, optim)
+    apply_plan(module, plan_for(module, strat, optim, 0))  # what FreezeSchedule does at setup
+    return module, dm, strat
+
+
+def lightning_fit(cfg, workdir: Path) -> dict[str, Any]:
+    from xfer import build
+    from xfer.pipeline import stage_trainer
+
+    module, dm, strat = target_stage(cfg)
+    trainer = stage_trainer(cfg, workdir, "target", build.strategy_callbacks(strat, build.to_dict(cfg.optim)))
+    start, cpu = time.perf_counter(), time.process_time()
+    trainer.fit(module, datamodule=dm)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"wall_s": wall, "cpu_s": cpu, **build.stage_timing(trainer)}
+
+
+def plain_fit(cfg, workdir: Path) -> dict[str, Any]:
+    from xfer.perf import plain_fit as loop
+
+    module, dm, _ = target_stage(cfg)
+    limit = cfg.trainer.limit_train_batches
+    workdir.mkdir(parents=True)
+    cpu = time.process_time()
+    t = loop(module, dm, int(cfg.trainer.max_epochs), int(cfg.seed), cfg.trainer.get("gradient_clip_val"),
+             limit_batches=limit if isinstance(limit, int) else None, ckpt_dir=workdir)
+    return {"wall_s": t.wall_s, "cpu_s": time.process_time() - cpu, "train_s": t.train_s, "val_s": t.val_s,
+            "steps": t.steps, "samples": t.samples, "samples_per_s": t.samples / t.train_s}
+
+
+class AsFloat(nn.Module):
+    """Token ids as float features: the input side of a model that does almost nothing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+
+def framework_cost(overrides: list[str], tmp: Path, reps: int, epochs: int = 2) -> dict[str, float]:
+    """Lightning's own cost per training step: both loops on a model that does almost nothing
+    (token ids -> one linear layer), with the data, callbacks and logging of a run."""
+    from xfer import build
+    from xfer.models.module import TransferModule
+    from xfer.perf import plain_fit as loop
+    from xfer.pipeline import stage_trainer
+
+    cfg = compose([*overrides, f"trainer.max_epochs={epochs}"])
+    dm = build.datamodule(cfg.target, cfg.seed)
+    optim = build.to_dict(cfg.optim)
+
+    def tiny() -> TransferModule:
+        return TransferModule(AsFloat(), nn.Linear(dm.spec.seq_len, dm.spec.num_classes), nn.Identity(),
+                              dm.spec.num_classes, optim)
+
+    spans: dict[str, list[float]] = {"lightning": [], "plain": []}
+    for rep in range(reps):
+        trainer = stage_trainer(cfg, tmp / f"tiny-l{rep}", "target", [])
+        trainer.fit(tiny(), datamodule=dm)
+        spans["lightning"].append(build.stage_timing(trainer)["train_s"])
+        (tmp / f"tiny-p{rep}").mkdir()
+        spans["plain"].append(loop(tiny(), dm, epochs, int(cfg.seed), cfg.trainer.get("gradient_clip_val"),
+                                   ckpt_dir=tmp / f"tiny-p{rep}").train_s)
+    steps = epochs * len(dm.train_dataloader())
+    lightning, plain = statistics.median(spans["lightning"]), statistics.median(spans["plain"])
+    return {"lightning_ms_per_step": 1e3 * lightning / steps, "plain_ms_per_step": 1e3 * plain / steps,
+            "overhead_ms_per_step": 1e3 * (lightning - plain) / steps}
+
+
+def bench_lightning(args, out: dict[str, Any]) -> None:
+    from xfer.perf import matmul_gflops, step_rate, train_step_flops
+
+    try:
+        from xfer.models.fastconv import reference_convs
+    except ImportError:  # an older xfer (before/after figures): its convs are the reference
+        reference_convs = contextlib.nullcontext
+
+    overrides = ["experiment=img2txt", "trainer.enable_progress_bar=true"]
+    if args.quick:
+        overrides += ["trainer.max_epochs=1", "trainer.limit_train_batches=40"]
+    cfg = compose(overrides)
+    runs: dict[str, list[dict[str, Any]]] = {"lightning": [], "plain": []}
+    with tempfile.TemporaryDirectory(prefix="xfer-bench-") as tmp:
+        for rep in range(args.reps):  # alternate the order, so drift in the machine hits both
+            order = ("lightning", "plain") if rep % 2 == 0 else ("plain", "lightning")
+            for kind in order:
+                workdir = Path(tmp) / f"{kind}{rep}"
+                r = lightning_fit(cfg, workdir) if kind == "lightning" else plain_fit(cfg, workdir)
+                runs[kind].append(r)
+                print(f"  {kind:9s} rep {rep}: {r['wall_s']:.1f} s, {r['samples_per_s']:.0f} samples/s", flush=True)
+        cost = framework_cost(overrides, Path(tmp), reps=1 if args.quick else 3)
+    ratios = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["lightning"], runs["plain"])]
+    step_ms = 1e3 * statistics.median(r["train_s"] / r["steps"] for r in runs["lightning"])
+    out["lightning"] = {
+        "epochs": int(cfg.trainer.max_epochs), "runs": runs, "ratios": ratios, "ratio": statistics.median(ratios),
+        "ratio_of_best": min(r["wall_s"] for r in runs["lightning"]) / min(r["wall_s"] for r in runs["plain"]),
+        "cpu_ratio": statistics.median(a["cpu_s"] / b["cpu_s"] for a, b in zip(runs["lightning"], runs["plain"])),
+        "plain_wall_s": statistics.median(r["wall_s"] for r in runs["plain"]), "goal": 1.10,
+        "framework": {**cost, "step_ms": step_ms, "share_of_step": cost["overhead_ms_per_step"] / step_ms},
+    }
+    print(f"  Lightning's own cost: {cost['overhead_ms_per_step']:.2f} ms a step of {step_ms:.1f} ms", flush=True)
+
+    # throughput: the best Lightning run, in samples/s and in the FLOPs the step executes
+    best = max(runs["lightning"], key=lambda r: r["samples_per_s"])
+    module, dm, _ = target_stage(cfg)
+    x, y = dm.datasets["train"].tensors
+    batch = dm.batch_size
+    flops = train_step_flops(module, (x[:batch], y[:batch])) / batch
+    with reference_convs():  # the model as plain convolutions, zero-padding taps included
+        nominal = train_step_flops(module, (x[:batch], y[:batch])) / batch
+    mm = matmul_gflops()
+    achieved = flops * best["samples_per_s"] / 1e9
+    curve = {}
+    for size in (64, 128, 256):  # the bare step at other batch sizes: where the machine's rate is
+        rate = step_rate(target_stage(cfg)[0], x, y, size, steps=20 if args.quick else 60)
+        curve[str(size)] = {"samples_per_s": rate, "share_of_matmul": flops * rate / 1e9 / mm}
+    out["throughput"] = {
+        "samples_per_s": best["samples_per_s"], "steps_per_s": best["steps"] / best["train_s"],
+        "batch_size": batch, "train_flops_per_sample": flops, "nominal_flops_per_sample": nominal,
+        "gflops": achieved, "nominal_gflops": nominal * best["samples_per_s"] / 1e9, "matmul_gflops": mm,
+        "share_of_matmul": achieved / mm, "goal": 0.30, "threads": torch.get_num_threads(), "batch_curve": curve,
+    }
+
+
+def bench_data(args, out: dict[str, Any]) -> None:
+    from xfer import build
+    from xfer.perf import loader_rate, timed
+
+    cfg = compose(["experiment=img2txt"])
+    dm, setup_s = timed(lambda: build.datamodule(cfg.target, cfg.seed))
+    ids = dm.datasets["train"].tensors[0]
+    rate, batches = loader_rate(dm, epochs=1 if args.quick else 5)
+    steps = out.get("throughput", {}).get("steps_per_s")
+    out["data"] = {
+        "setup_s": setup_s, "tokenised_at_setup": bool(ids.dtype.is_floating_point is False and ids.ndim == 2),
+        "train_tensor": list(ids.shape), "batches_per_s": rate, "batches_timed": batches,
+        "step_rate": steps, "ratio_to_steps": None if not steps else rate / steps, "goal": 10.0,
+    }
+
+
+# -- 4-6: as a user runs it, in child processes ----------------------------------------------------
+def run_cli(args: list[str], home: Path) -> dict[str, Any]:
+    """Run train.py in a child process; wall time, CPU time, peak memory of its process tree."""
+    from xfer.perf import PeakRSS
+
+    env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start_unix, start = time.time(), time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with PeakRSS(proc.pid) as mem:
+        output, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: train.py {' '.join(args)} failed ({proc.returncode}):\n{output[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    results = [json.loads(p.read_text()) for p in sorted((home / "logs").rglob("results.json"))]
+    return {"wall_s": wall, "cpu_s": cpu, "cores_busy": cpu / wall, "peak_rss_mb": mem.peak_total / 2**20,
+            "peak_rss_single_mb": mem.peak_single / 2**20, "start_unix": start_unix, "results": results,
+            "output_tail": output[-2000:]}
+
+
+def first_step_after(run: dict[str, Any]) -> float:
+    r = run["results"][0]
+    stamps = [r["target"]["timing"].get("first_step_unix")]
+    if r.get("source") and r["source"].get("timing"):
+        stamps.append(r["source"]["timing"].get("first_step_unix"))
+    return min(s for s in stamps if s) - run["start_unix"]
+
+
+def bench_e2e(args, out: dict[str, Any]) -> None:
+    extra = QUICK if args.quick else []
+    with tempfile.TemporaryDirectory(prefix="xfer-bench-") as tmp:
+        home = Path(tmp)
+        cold = run_cli(["experiment=img2txt", *extra], home)
+        warm = run_cli(["experiment=img2txt", *extra], home)
+    assert cold["results"][0]["source"]["cached"] is False
+    warm_result = max(warm["results"], key=lambda r: r["started_unix"])
+    warm = {**warm, "results": [warm_result]}
+    for name, run in (("cold", cold), ("warm", warm)):
+        print(f"  e2e {name}: {run['wall_s']:.1f} s, first step after {first_step_after(run):.1f} s", flush=True)
+    assert warm_result["source"]["cached"] is True, "the second run did not reuse the cached trunk"
+    out["e2e"] = {
+        "command": "python train.py experiment=img2txt" + (" " + " ".join(extra) if extra else ""),
+        "cold_s": cold["wall_s"], "warm_s": warm["wall_s"],
+        "cold_first_step_s": first_step_after(cold),
+        "warm_first_step_s": first_step_after(warm),
+        "target_test_acc": warm_result["target"]["test"]["test/acc"],
+        "peak_rss_mb": max(cold["peak_rss_mb"], warm["peak_rss_mb"]),
+        "target_samples_per_s": warm_result["target"]["timing"]["samples_per_s"],
+    }
+
+
+def bench_sweep(args, out: dict[str, Any]) -> None:
+    from xfer.perf import available_cores
+
+    sweep = ["-m", "experiment=img2txt", f"strategy={','.join(SWEEP_STRATEGIES)}", "seed=0,1", *SWEEP_SHORT]
+    if args.quick:
+        sweep += ["source.fraction=0.2", "target.fraction=0.2"]
+    cores = available_cores()
+    runs = {}
+    for name, launcher in (("sequential", []), ("joblib", ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={cores}"])):
+        with tempfile.TemporaryDirectory(prefix="xfer-bench-") as tmp:
+            runs[name] = run_cli([*sweep, *launcher], Path(tmp))
+        trained = sum(1 for r in runs[name]["results"] if r["source"] and not r["source"]["cached"])
+        runs[name]["source_trained"] = trained
+        print(f"  sweep {name}: {runs[name]['wall_s']:.1f} s, {len(runs[name]['results'])} runs, "
+              f"source stage trained {trained} times", flush=True)
+    par = runs["joblib"]
+    out["sweep"] = {
+        "command": "python train.py " + " ".join(sweep) + " [hydra/launcher=joblib]",
+        "jobs": len(par["results"]), "n_jobs": cores,
+        "threads_per_job": sorted({r["threads"] for r in par["results"]}),
+        "sequential_s": runs["sequential"]["wall_s"], "joblib_s": par["wall_s"],
+        "speedup": runs["sequential"]["wall_s"] / par["wall_s"],
+        "cores_busy": {k: v["cores_busy"] for k, v in runs.items()}, "cores": cores,
+        "source_trained": {k: v["source_trained"] for k, v in runs.items()},
+        "peak_rss_mb": par["peak_rss_mb"], "peak_rss_single_mb": par["peak_rss_single_mb"],
+        "sequential_peak_rss_mb": runs["sequential"]["peak_rss_mb"],
+    }
+
+
+# -- report ----------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    import torch
+
+    model = platform.processor()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    from xfer.perf import available_cores
+
+    return {"cpu": model, "cores": available_cores(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _ok(value: float | None, goal: float, higher: bool) -> str:
+    if value is None:
+        return ""
+    return "yes" if (value >= goal if higher else value <= goal) else "**no**"
+
+
+def table(out: dict[str, Any]) -> str:
+    m = out["machine"]
+    rows = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['capability']}), {m['memory_gb']} GiB, torch "
+            f"{m['torch']}, {m['threads']} threads; {m['date']}{' (--quick)' if out.get('quick') else ''}", "",
+            "| measure | figure | goal | met |", "|---|---|---|---|"]
+    if "lightning" in out:
+        lt, tp = out["lightning"], out["throughput"]
+        fw = lt["framework"]
+        rows.append(f"| Lightning / plain loop, wall time ({lt['epochs']} epochs, plain {lt['plain_wall_s']:.1f} s;"
+                    f" pairs {', '.join(f'{r:.3f}' for r in lt['ratios'])}; CPU time {lt['cpu_ratio']:.3f}) |"
+                    f" {lt['ratio']:.3f} | <= 1.10 | {_ok(lt['ratio'], 1.10, False)} |")
+        rows.append(f"| Lightning's own cost per step (a do-nothing model) | {fw['overhead_ms_per_step']:.2f} ms"
+                    f" = {100 * fw['share_of_step']:.0f}% of a {fw['step_ms']:.1f} ms step | | |")
+        rows.append(f"| Target-stage training throughput (batch {tp['batch_size']}) | {tp['samples_per_s']:.0f}"
+                    f" samples/s, {tp['steps_per_s']:.1f} steps/s | | |")
+        rows.append(f"| Achieved GFLOP/s ({tp['train_flops_per_sample'] / 1e6:.2f} MFLOP/sample executed, fwd+bwd)"
+                    f" vs fp32 matmul {tp['matmul_gflops']:.0f} GFLOP/s | {tp['gflops']:.1f} GFLOP/s ="
+                    f" {100 * tp['share_of_matmul']:.0f}% | >= 30% | {_ok(tp['share_of_matmul'], 0.30, True)} |")
+        curve = ", ".join(f"{b}: {c['samples_per_s']:.0f}/s = {100 * c['share_of_matmul']:.0f}%"
+                          for b, c in tp["batch_curve"].items())
+        rows.append(f"| Bare training step by batch size (samples/s = share of matmul) | {curve} | | |")
+    if "data" in out:
+        d = out["data"]
+        vs = "" if d["ratio_to_steps"] is None else f" = {d['ratio_to_steps']:.0f}x the step rate"
+        rows.append(f"| Data path alone (train loader) | {d['batches_per_s']:.0f} batches/s{vs} | >= 10x |"
+                    f" {_ok(d['ratio_to_steps'], 10.0, True)} |")
+        rows.append(f"| Text tokenised once, at setup | {d['setup_s']:.2f} s for every split |"
+                    f" once | {'yes' if d['tokenised_at_setup'] else '**no**'} |")
+    if "e2e" in out:
+        e = out["e2e"]
+        rows.append(f"| `{e['command']}`, cold (trains the source trunk) | {e['cold_s']:.1f} s; first step after"
+                    f" {e['cold_first_step_s']:.1f} s | | |")
+        rows.append(f"| same, warm (cached trunk) | {e['warm_s']:.1f} s; first step after"
+                    f" {e['warm_first_step_s']:.1f} s | | |")
+        rows.append(f"| Peak RSS, one run | {e['peak_rss_mb']:.0f} MiB | | |")
+    if "sweep" in out:
+        s = out["sweep"]
+        rows.append(f"| Sweep {len(SWEEP_STRATEGIES)} strategies x 2 seeds ({', '.join(SWEEP_SHORT)}): "
+                    f"sequential vs joblib ({s['n_jobs']} jobs x {s['threads_per_job']} threads) |"
+                    f" {s['sequential_s']:.0f} s vs {s['joblib_s']:.0f} s = {s['speedup']:.2f}x; cores busy"
+                    f" {s['cores_busy']['sequential']:.1f} vs {s['cores_busy']['joblib']:.1f} of {s['cores']} | | |")
+        rows.append(f"| Source stage trained, of {s['jobs']} jobs (sequential, joblib) |"
+                    f" {s['source_trained']['sequential']}, {s['source_trained']['joblib']} | 2 |"
+                    f" {'yes' if set(s['source_trained'].values()) == {2} else '**no**'} |")
+        rows.append(f"| Peak RSS, parallel sweep (all processes; largest one) | {s['peak_rss_mb']:.0f} MiB;"
+                    f" {s['peak_rss_single_mb']:.0f} MiB | | |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections, from: {', '.join(SECTIONS)}")
+    parser.add_argument("--reps", type=int, default=3, help="Lightning/plain pairs (default 3)")
+    parser.add_argument("--quick", action="store_true", help="tiny workloads: checks the bench, not the speed")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench.json", help="where bench.json goes")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in chosen if s not in SECTIONS]
+    if bad or not chosen:
+        print(f"error: --only {args.only!r}: unknown section {bad}; allowed: {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    if args.reps < 1:
+        print(f"error: --reps {args.reps}; allowed: an integer >= 1", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT / "src"))
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    out: dict[str, Any] = {"machine": machine(), "quick": args.quick}
+    for name, fn in (("lightning", bench_lightning), ("data", bench_data), ("e2e", bench_e2e),
+                     ("sweep", bench_sweep)):
+        if name in chosen:
+            print(f"[{name}]", flush=True)
+            fn(args, out)
+    text = table(out)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The speed-ups are exact, and the benchmark's instruments measure what they claim (issue 7)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import ROOT
+from xfer import build
+from xfer.data import TextDataModule
+from xfer.data.module import EpochShuffle
+from xfer.models.adapters import TextFoldAdapter
+from xfer.models.fastconv import conv2d, reference_convs
+from xfer.models.heads import LinearHead
+from xfer.models.module import TransferModule
+from xfer.models.trunks import CNNTrunk, ResNetTrunk
+from xfer.perf import PeakRSS, plain_fit, train_step_flops, tree_rss
+
+OPTIM = {"lr": 3e-3, "trunk_lr": 1e-3, "weight_decay": 1e-2, "schedule": "cosine", "warmup_fraction": 0.1}
+
+
+@pytest.fixture(scope="module")
+def text_dm():
+    dm = TextDataModule("rt_sentiment", fraction=0.05, batch_size=32, eval_batch_size=256, seed=0)
+    dm.setup()
+    return dm
+
+
+# -- the shortcut for convolutions on tiny maps is the same convolution -----------------------------
+@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (1, 3)])
+@pytest.mark.parametrize("kernel,bias", [(3, False), (3, True), (1, False), (5, True)])
+def test_small_map_conv_matches_conv2d_values_and_gradients(hw, kernel, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, kernel, padding=kernel // 2, bias=bias).double()
+    x = torch.randn(3, 6, *hw, dtype=torch.double, requires_grad=True)
+    fast = conv2d(conv, x)
+    fast_grads = torch.autograd.grad((fast * torch.arange(fast.numel()).view_as(fast)).sum(),
+                                     [x, *conv.parameters()])
+    with reference_convs():
+        ref = conv2d(conv, x)
+    ref_grads = torch.autograd.grad((ref * torch.arange(ref.numel()).view_as(ref)).sum(), [x, *conv.parameters()])
+    torch.testing.assert_close(fast, ref)
+    for a, b in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_small_map_conv_takes_the_matmul_path_only_where_it_applies(monkeypatch):
+    calls = []
+    monkeypatch.setattr(nn.Conv2d, "forward", lambda self, x: calls.append(tuple(x.shape[2:])) or x)
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    for hw in [(1, 1), (2, 2), (1, 3), (6, 8)]:
+        conv2d(conv, torch.randn(2, 4, *hw))
+    conv2d(nn.Conv2d(4, 4, 3, padding=1, stride=2), torch.randn(2, 4, 1, 1))
+    conv2d(nn.Conv2d(4, 4, 3, padding=0), torch.randn(2, 4, 1, 1))
+    with reference_convs():
+        conv2d(conv, torch.randn(2, 4, 1, 1))
+    # only the 1x1 map with same-size padding and stride 1 skips the conv kernel
+    assert calls == [(2, 2), (1, 3), (6, 8), (1, 1), (1, 1), (1, 1)]
+
+
+@pytest.mark.parametrize("trunk_cls", [CNNTrunk, ResNetTrunk])
+def test_trunks_on_text_grids_match_the_reference_convolutions(trunk_cls):
+    torch.manual_seed(0)
+    trunk = trunk_cls(8, (8, 16, 16, 16)).double()
+    x = torch.randn(4, 8, 6, 8, dtype=torch.double)  # 6x8 -> 3x4 -> 2x2 -> 1x1: the last block takes the shortcut
+    fast = trunk(x)
+    with reference_convs():
+        ref = trunk(x)
+    torch.testing.assert_close(fast, ref)
+
+
+def test_fold_adapter_equals_fold_then_1x1_conv_and_hands_over_channels_last(text_dm):
+    torch.manual_seed(0)
+    adapter = TextFoldAdapter(text_dm.spec, out_channels=16, embed_dim=12, width=8).eval()
+    tokens = text_dm.datasets["train"].tensors[0][:5]
+    out = adapter(tokens)
+    emb = adapter.embedding(nn.functional.pad(tokens, (0, adapter.pad_tokens), value=adapter.pad_id))
+    grid = emb.transpose(1, 2).reshape(5, 12, adapter.rows, adapter.width)
+    torch.testing.assert_close(out, adapter.stem(grid), rtol=1e-5, atol=1e-6)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+# -- the data path ------------------------------------------------------------------------------------
+def test_batched_loader_gives_the_same_batches_as_per_sample_collation(text_dm):
+    data = text_dm.datasets["train"]
+    fast = text_dm.train_dataloader()
+    slow = DataLoader(TensorDataset(*data.tensors), batch_size=text_dm.batch_size, sampler=EpochShuffle(len(data), 0))
+    for epoch in (0, 3):
+        fast.sampler.set_epoch(epoch)
+        slow.sampler.set_epoch(epoch)
+        pairs = list(zip(fast, slow, strict=True))
+        assert len(pairs) == len(fast) > 1
+        for (xa, ya), (xb, yb) in pairs:
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_text_is_tokenised_once_however_many_epochs(monkeypatch, tmp_path):
+    from xfer.data import text
+
+    calls = []
+    real = text.encode_texts
+    monkeypatch.setattr(text, "encode_texts", lambda tok, texts: calls.append(len(texts)) or real(tok, texts))
+    dm = TextDataModule("rt_sentiment", fraction=0.02, batch_size=64, seed=0)
+    module = _module(dm)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=1, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=dm)
+    assert trainer.current_epoch == 3 and len(calls) == 3  # train, val and test, once each
+
+
+# -- the benchmark's plain loop is the same training as Lightning's -----------------------------------
+def _module(dm, seed=0):
+    dm.setup()
+    torch.manual_seed(seed)
+    trunk = CNNTrunk(8, (8, 16, 16, 16))
+    adapter = TextFoldAdapter(dm.spec, trunk.in_channels, embed_dim=16)
+    head = LinearHead(trunk.out_features, dm.spec.num_classes, dropout=0.3)
+    return TransferModule(adapter, trunk, head, dm.spec.num_classes, OPTIM)
+
+
+def test_plain_loop_trains_exactly_what_lightning_trains(text_dm, tmp_path):
+    epochs, limit = 2, 5
+    lightning = _module(text_dm)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         deterministic=True, gradient_clip_val=1.0, limit_train_batches=limit,
+                         limit_val_batches=1, callbacks=[build.EpochSeed(0)], default_root_dir=str(tmp_path))
+    trainer.fit(lightning, datamodule=text_dm)
+    plain = _module(text_dm)
+    timing = plain_fit(plain, text_dm, epochs, seed=0, gradient_clip_val=1.0, limit_batches=limit)
+    assert timing.steps == trainer.global_step == epochs * limit
+    assert timing.samples == epochs * limit * text_dm.batch_size
+    for (name, a), b in zip(lightning.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs between the Lightning fit and the plain loop"
+
+
+def test_make_optimizer_is_fused_unless_mixed_precision_or_switched_off(text_dm):
+    module = _module(text_dm)
+    assert module.make_optimizer(10)[0].defaults["fused"] is True
+    module.optim["fused"] = False
+    assert not module.make_optimizer(10)[0].defaults["fused"]
+    module.optim["fused"] = "auto"
+    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_progress_bar=False)
+    module.trainer = trainer
+    assert not module.make_optimizer(10)[0].defaults["fused"]
+
+
+# -- instruments ----------------------------------------------------------------------------------------
+def test_train_step_flops_counts_forward_and_backward_matmuls():
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3))
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    # forward 2*B*(8*4 + 4*3); backward: weight grads of both layers, input grad of the second only
+    expected = 2 * 16 * (8 * 4 + 4 * 3) + 2 * 16 * (8 * 4 + 4 * 3) + 2 * 16 * 4 * 3
+    assert train_step_flops(model, (x, y)) == expected
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_peak_rss_sees_memory_in_grandchildren():
+    code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+            "'import time; b = bytearray(300 * 2**20); time.sleep(1.5)'])")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    with PeakRSS(proc.pid, interval=0.02) as mem:
+        proc.wait()
+    assert mem.peak_total >= 300 * 2**20 and mem.peak_single >= 300 * 2**20
+    assert tree_rss(proc.pid) == (0, 0)  # gone: nothing left to count
+
+
+def test_bench_refuses_an_unknown_section_in_one_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "lightning,warp"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --only 'lightning,warp': unknown section ['warp']; allowed: lightning, data, e2e, sweep"]
+
+
+@pytest.mark.slow
+def test_bench_quick_measures_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    start = time.time()
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    bench = json.loads(out.read_text())
+    assert set(bench) >= {"machine", "lightning", "throughput", "data", "e2e", "sweep"}
+    assert bench["lightning"]["ratio"] > 0 and len(bench["lightning"]["ratios"]) == 3
+    assert 0 < bench["throughput"]["share_of_matmul"] < 1
+    assert bench["data"]["tokenised_at_setup"] and bench["data"]["ratio_to_steps"] > 1
+    assert 0 < bench["e2e"]["warm_first_step_s"] < bench["e2e"]["warm_s"] < time.time() - start
+    assert bench["sweep"]["jobs"] == 8 and bench["sweep"]["source_trained"] == {"sequential": 2, "joblib": 2}
+    assert bench["sweep"]["peak_rss_mb"] > bench["sweep"]["peak_rss_single_mb"] > 100
+    table = out.with_suffix(".md").read_text()
+    assert "Lightning / plain loop" in table and "Peak RSS, parallel sweep" in table
+
+
+# -- per-epoch scores from one update per step ---------------------------------------------------------
+@pytest.mark.parametrize("num_classes,absent", [(2, None), (5, 3), (7, 0)])
+def test_epoch_stats_match_torchmetrics_accuracy_and_macro_f1(num_classes, absent):
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+    from xfer.models.scores import EpochStats
+
+    torch.manual_seed(num_classes)
+    stats = EpochStats(num_classes)
+    acc, f1 = MulticlassAccuracy(num_classes, average="micro"), MulticlassF1Score(num_classes, average="macro")
+    losses, sizes = [], []
+    for batch in (17, 64, 3):
+        logits, y = torch.randn(batch, num_classes), torch.randint(0, num_classes, (batch,))
+        if absent is not None:  # a class that is never the target nor predicted
+            y[y == absent] = (absent + 1) % num_classes
+            logits[:, absent] = -1e9
+        loss = nn.functional.cross_entropy(logits, y)
+        stats.update(logits, y, loss)
+        acc.update(logits, y), f1.update(logits, y)
+        losses.append(float(loss) * batch), sizes.append(batch)
+    out = stats.compute()
+    torch.testing.assert_close(out["acc"], acc.compute())
+    torch.testing.assert_close(out["f1"], f1.compute())
+    assert float(out["loss"]) == pytest.approx(sum(losses) / sum(sizes), rel=1e-6)
+    assert int(out["confusion"].sum()) == sum(sizes)
+
+
+def test_a_run_logs_step_losses_every_n_steps_and_epoch_scores(text_dm, tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    module = _module(text_dm)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=2,
+                         limit_train_batches=5, limit_val_batches=2,
+                         logger=TensorBoardLogger(str(tmp_path), name="tb", version="t"))
+    trainer.fit(module, datamodule=text_dm)
+    events = EventAccumulator(str(tmp_path / "tb" / "t"))
+    events.Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert steps["train/loss_step"] == [1, 3, 5, 7, 9]  # every 2nd of 10 steps, as Lightning writes them
+    for tag in ("train/loss_epoch", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1"):
+        assert len(steps[tag]) == 2, tag  # once per epoch
+    assert 0 < events.Scalars("val/acc")[-1].value <= 1
