@@ -244,3 +244,10 @@ def test_a_run_logs_step_losses_every_n_steps_and_epoch_scores(text_dm, tmp_path
     for tag in ("train/loss_epoch", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1"):
         assert len(steps[tag]) == 2, tag  # once per epoch
     assert 0 < events.Scalars("val/acc")[-1].value <= 1
+
+
+def test_counting_cells_without_bincount_gives_the_same_counts():
+    from xfer.models.scores import count_cells
+
+    cells = torch.randint(0, 9, (200,))
+    assert torch.equal(count_cells(cells, 9, by_comparison=True), torch.bincount(cells, minlength=9))

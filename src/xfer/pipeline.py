@@ -184,7 +184,8 @@ def count_params(module: torch.nn.Module, strat, optim: dict[str, Any], epochs: 
 
 
 def job_threads(cfg: DictConfig) -> int | None:
-    """``threads`` if set; under the joblib launcher, the cores shared out so that jobs x threads <= cores."""
+    """``threads`` if set; under the joblib launcher, the cores shared out so that jobs x threads <= cores;
+    under a submitit launcher (local processes, SLURM), the job's ``cpus_per_task``."""
     if cfg.get("threads"):
         return int(cfg.threads)
     from hydra.core.hydra_config import HydraConfig
@@ -193,7 +194,10 @@ def job_threads(cfg: DictConfig) -> int | None:
         launcher = HydraConfig.get().launcher
     except ValueError:  # not under Hydra (tests, notebooks)
         return None
-    if "joblib" not in str(launcher.get("_target_", "")):
+    target = str(launcher.get("_target_", ""))
+    if "submitit" in target:
+        return int(launcher.get("cpus_per_task") or 0) or None
+    if "joblib" not in target:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n_jobs = int(launcher.get("n_jobs") or -1)

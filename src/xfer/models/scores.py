@@ -22,6 +22,14 @@ def accuracy_and_macro_f1(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.
     return accuracy.float(), macro_f1.float()
 
 
+def count_cells(cells: torch.Tensor, size: int, by_comparison: bool = False) -> torch.Tensor:
+    """How often each of 0..size-1 occurs in ``cells``. ``by_comparison``: without ``bincount``, whose
+    CUDA kernel is not deterministic (refused under ``trainer.deterministic=true`` on a GPU)."""
+    if by_comparison:
+        return (cells.unsqueeze(1) == torch.arange(size, device=cells.device)).sum(0)
+    return torch.bincount(cells, minlength=size)
+
+
 class EpochStats(Metric):
     """Confusion matrix and mean loss of an epoch; summed across DDP processes by ``compute``."""
 
@@ -37,7 +45,8 @@ class EpochStats(Metric):
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
         n = self.num_classes
         cells = target * n + logits.detach().argmax(dim=1)
-        self.confusion += torch.bincount(cells, minlength=n * n).view(n, n)
+        by_comparison = cells.is_cuda and torch.are_deterministic_algorithms_enabled()
+        self.confusion += count_cells(cells, n * n, by_comparison).view(n, n)
         self.loss_sum += loss.detach().double() * target.numel()
         self.count += target.numel()
 
