@@ -14,7 +14,7 @@ DDP_QUICK = [q for q in QUICK if not q.startswith("threads")] + ["trainer=ddp_cp
 def _check_ddp_runs(home: Path, proc, strategies: list[str]) -> list[dict]:
     runs = [load_results(p) for p in results_files(home)]
     assert sorted(r["strategy"]["name"] for r in runs) == sorted(strategies)
-    assert all(r["status"] == "ok" for r in runs), [r.get("error") for r in runs]
+    assert all(r["status"] == "ok" for r in runs), ([r.get("error") for r in runs], proc.stderr[-4000:])
     # rank 1 wrote nothing: one cache entry, one results.json per job
     assert len(list((home / "cache" / "trunks").glob("*/source_model.safetensors"))) == 1
     assert len(list((home / "logs").rglob("results.json"))) == len(strategies)
