@@ -34,12 +34,11 @@ def text_dm():
 
 
 # -- the shortcut for convolutions on tiny maps is the same convolution -----------------------------
-@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (1, 3)])
 @pytest.mark.parametrize("kernel,bias", [(3, False), (3, True), (1, False), (5, True)])
-def test_small_map_conv_matches_conv2d_values_and_gradients(hw, kernel, bias):
+def test_1x1_map_conv_matches_conv2d_values_and_gradients(kernel, bias):
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 5, kernel, padding=kernel // 2, bias=bias).double()
-    x = torch.randn(3, 6, *hw, dtype=torch.double, requires_grad=True)
+    x = torch.randn(3, 6, 1, 1, dtype=torch.double, requires_grad=True)
     fast = conv2d(conv, x)
     fast_grads = torch.autograd.grad((fast * torch.arange(fast.numel()).view_as(fast)).sum(),
                                      [x, *conv.parameters()])
@@ -71,9 +70,13 @@ def test_trunks_on_text_grids_match_the_reference_convolutions(trunk_cls):
     trunk = trunk_cls(8, (8, 16, 16, 16)).double()
     x = torch.randn(4, 8, 6, 8, dtype=torch.double)  # 6x8 -> 3x4 -> 2x2 -> 1x1: the last block takes the shortcut
     fast = trunk(x)
+    fast_grads = torch.autograd.grad(fast.square().sum(), list(trunk.parameters()))
     with reference_convs():
         ref = trunk(x)
+        ref_grads = torch.autograd.grad(ref.square().sum(), list(trunk.parameters()))
     torch.testing.assert_close(fast, ref)
+    for a, b in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_fold_adapter_equals_fold_then_1x1_conv_and_hands_over_channels_last(text_dm):
@@ -245,9 +248,3 @@ def test_a_run_logs_step_losses_every_n_steps_and_epoch_scores(text_dm, tmp_path
         assert len(steps[tag]) == 2, tag  # once per epoch
     assert 0 < events.Scalars("val/acc")[-1].value <= 1
 
-
-def test_counting_cells_without_bincount_gives_the_same_counts():
-    from xfer.models.scores import count_cells
-
-    cells = torch.randint(0, 9, (200,))
-    assert torch.equal(count_cells(cells, 9, by_comparison=True), torch.bincount(cells, minlength=9))

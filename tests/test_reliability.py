@@ -145,6 +145,7 @@ def test_every_shipped_config_passes_validation(override: str):
     ("head.dropout=1.5", "head.dropout=1.5: must be a number with 0 <= dropout < 1"),
     ("trunk.channels=[32,0]", "trunk.channels=[32, 0]: must be a non-empty list of integers >= 1"),
     ("strategy=freeze_first_k strategy.k=two", "strategy.k=two: must be an integer"),
+    ("trainer=gpu optim.fused=true", "optim.fused=true with trainer.precision=bf16-mixed and gradient clipping"),
     ("+optim.lrr=1", "optim.lrr is not a known key (did you mean optim.lr?); allowed: betas, fused, label_smoothing, lr,"),
     ("+source_stage.optim.wd=1", "source_stage.optim.wd is not a known key; allowed: betas,"),
     ("+trainer.max_epoch=3", "trainer.max_epoch is not a known key (did you mean trainer.max_epochs?)"),

@@ -120,8 +120,10 @@ def _batch_len(batch: Any) -> int:
 
 
 def stage_timing(trainer: pl.Trainer) -> dict[str, Any]:
+    """The stage's StageTimer figures; empty where this process did not train (under ddp_spawn the
+    worker processes train copies of the callbacks)."""
     timer = next((c for c in trainer.callbacks if isinstance(c, StageTimer)), None)
-    return {} if timer is None else timer.summary()
+    return {} if timer is None or timer.steps == 0 else timer.summary()
 
 
 def trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list[Callback],

@@ -259,6 +259,17 @@ def validate(cfg: DictConfig) -> None:
     for group in PARTS:
         if cfg.get(group) is not None:
             _check_part(cfg[group], group)
+    _check_fused(cfg)
+
+
+def _check_fused(cfg: DictConfig) -> None:
+    """Lightning refuses to clip a fused optimizer's gradients under mixed precision."""
+    trainer = cfg.get("trainer") or {}
+    mixed = "mixed" in str(trainer.get("precision", ""))
+    for prefix, optim in (("optim", cfg.get("optim")), ("source_stage.optim", (cfg.get("source_stage") or {}).get("optim"))):
+        if optim is not None and optim.get("fused") is True and mixed and trainer.get("gradient_clip_val"):
+            raise ConfigError(f"{prefix}.fused=true with trainer.precision={trainer.precision} and gradient clipping: "
+                              f"Lightning cannot clip a fused optimizer under mixed precision; allowed: auto or false")
 
 
 def allowed_keys(dotted: str) -> list[str] | None:

@@ -26,7 +26,7 @@ def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor
     reading the norm costs no device sync. Returns the total norm."""
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True)
-    if total + 1e-6 > max_norm:  # torch's clip coefficient max_norm / (total + 1e-6) is below 1
+    if not torch.isfinite(total) or total + 1e-6 > max_norm:  # torch's coefficient is below 1 (or NaN)
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)
     return total
 

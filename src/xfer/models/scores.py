@@ -12,22 +12,14 @@ from torchmetrics import Metric
 def accuracy_and_macro_f1(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Accuracy, and macro-F1 over the classes present in the targets or the predictions (as
     torchmetrics' ``MulticlassF1Score(average="macro")``), from ``confusion[true, predicted]``."""
-    c = confusion.double()
+    c = confusion.float()  # float32, not 64: MPS has no float64
     tp = c.diagonal()
     denominator = 2 * tp + (c.sum(0) - tp) + (c.sum(1) - tp)  # 2TP + FP + FN
     present = denominator > 0
     f1 = 2 * tp[present] / denominator[present]
     accuracy = tp.sum() / c.sum().clamp_min(1)
-    macro_f1 = f1.mean() if present.any() else torch.zeros((), dtype=torch.double)
-    return accuracy.float(), macro_f1.float()
-
-
-def count_cells(cells: torch.Tensor, size: int, by_comparison: bool = False) -> torch.Tensor:
-    """How often each of 0..size-1 occurs in ``cells``. ``by_comparison``: without ``bincount``, whose
-    CUDA kernel is not deterministic (refused under ``trainer.deterministic=true`` on a GPU)."""
-    if by_comparison:
-        return (cells.unsqueeze(1) == torch.arange(size, device=cells.device)).sum(0)
-    return torch.bincount(cells, minlength=size)
+    macro_f1 = f1.mean() if present.any() else torch.zeros(())
+    return accuracy, macro_f1
 
 
 class EpochStats(Metric):
@@ -39,15 +31,14 @@ class EpochStats(Metric):
         super().__init__()
         self.num_classes = num_classes
         self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("loss_sum", torch.zeros((), dtype=torch.double), dist_reduce_fx="sum")
+        self.add_state("loss_sum", torch.zeros(()), dist_reduce_fx="sum")  # float32: MPS has no float64
         self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
         n = self.num_classes
         cells = target * n + logits.detach().argmax(dim=1)
-        by_comparison = cells.is_cuda and torch.are_deterministic_algorithms_enabled()
-        self.confusion += count_cells(cells, n * n, by_comparison).view(n, n)
-        self.loss_sum += loss.detach().double() * target.numel()
+        self.confusion += torch.bincount(cells, minlength=n * n).view(n, n)
+        self.loss_sum += loss.detach().float() * target.numel()
         self.count += target.numel()
 
     def compute(self) -> dict[str, torch.Tensor]:
