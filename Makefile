@@ -13,7 +13,7 @@ help:
 	@echo "make test       install, then the fast test suite"
 	@echo "make test-full  install, then every test, slow ones included"
 	@echo "make sweep      install, then every strategy x 3 seeds on img2txt, with a summary"
-	@echo "make bench      install, then scripts/bench.py: bench.json and a table (about 14 minutes)"
+	@echo "make bench      install, then scripts/bench.py: bench.json and a table (about 8 minutes)"
 	@echo "make tb         tensorboard --logdir logs"
 	@echo "make clean      remove caches of Python and pytest (never logs/ or cache/)"
 

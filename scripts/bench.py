@@ -1,9 +1,9 @@
 """Measure xfer side by side on this machine: Lightning against a plain loop, throughput against the
 machine's matmul rate, the data path, end-to-end runs, a parallel sweep, and memory.
 
-    python scripts/bench.py                 # everything (about 14 minutes on 2 cores); make bench
+    python scripts/bench.py                 # everything (about 8 minutes on 2 cores); make bench
     python scripts/bench.py --only lightning,data
-    python scripts/bench.py --quick         # a smoke run of every section (about 3 minutes)
+    python scripts/bench.py --quick         # a smoke run of every section (about 2 minutes)
 
 Writes bench.json (every figure) and bench.md (the table), and prints the table.
 """
