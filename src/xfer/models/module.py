@@ -155,7 +155,7 @@ class TransferModule(pl.LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        on_cpu = self.device.type == "cpu" and "mixed" not in str(self.trainer.precision)
+        on_cpu = self.device.type == "cpu" and not self._mixed_precision()
         if gradient_clip_val and on_cpu and gradient_clip_algorithm in (None, "norm"):
             clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
                             float(gradient_clip_val))
@@ -177,8 +177,10 @@ class TransferModule(pl.LightningModule):
         fused = self.optim.get("fused", "auto")
         if fused != "auto":
             return bool(fused) or None
-        mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
-        return None if mixed else True
+        return None if self._mixed_precision() else True
+
+    def _mixed_precision(self) -> bool:
+        return self._trainer is not None and "mixed" in str(self.trainer.precision)
 
     def make_optimizer(self, total_steps: int) -> tuple[torch.optim.Optimizer, PeakScaledLR]:
         """AdamW over the strategy's parameter groups, and the schedule over ``total_steps`` steps."""
