@@ -46,36 +46,35 @@ def compose(overrides: list[str]):
 
 
 # -- 1-3: in this process --------------------------------------------------------------------
-def target_stage(cfg) -> tuple[Any, Any, Any]:
-    """A fresh target-stage module (random trunk: the same FLOPs as a pretrained one) and its data."""
+def target_stage(cfg, dm) -> tuple[Any, Any, Any]:
+    """A fresh target-stage module (random trunk: the same FLOPs as a pretrained one) on the data
+    module ``dm`` (set up once per section: tokenising is not what is measured)."""
     from xfer import build
     from xfer.pipeline import build_target
     from xfer.strategies.groups import apply_plan, plan_for
 
     strat = build.strategy(cfg.strategy)
-    dm = build.datamodule(cfg.target, cfg.seed)
     optim = build.to_dict(cfg.optim)
     module, dm = build_target(cfg, strat, dm, None, optim)
     apply_plan(module, plan_for(module, strat, optim, 0))  # what FreezeSchedule does at setup
     return module, dm, strat
 
 
-def lightning_fit(cfg, workdir: Path) -> dict[str, Any]:
+def lightning_fit(cfg, dm, workdir: Path) -> dict[str, Any]:
     from xfer import build
-    from xfer.pipeline import stage_trainer
 
-    module, dm, strat = target_stage(cfg)
-    trainer = stage_trainer(cfg, workdir, "target", build.strategy_callbacks(strat, build.to_dict(cfg.optim)))
+    module, dm, strat = target_stage(cfg, dm)
+    trainer = build.trainer(cfg, workdir, "target", build.strategy_callbacks(strat, build.to_dict(cfg.optim)))
     start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=dm)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"wall_s": wall, "cpu_s": cpu, **build.stage_timing(trainer)}
 
 
-def plain_fit(cfg, workdir: Path) -> dict[str, Any]:
+def plain_fit(cfg, dm, workdir: Path) -> dict[str, Any]:
     from xfer.perf import plain_fit as loop
 
-    module, dm, _ = target_stage(cfg)
+    module, dm, _ = target_stage(cfg, dm)
     limit = cfg.trainer.limit_train_batches
     workdir.mkdir(parents=True)
     cpu = time.process_time()
@@ -92,16 +91,14 @@ class AsFloat(nn.Module):
         return x.float()
 
 
-def framework_cost(overrides: list[str], tmp: Path, reps: int, epochs: int = 2) -> dict[str, float]:
+def framework_cost(overrides: list[str], dm, tmp: Path, reps: int, epochs: int = 2) -> dict[str, float]:
     """Lightning's own cost per training step: both loops on a model that does almost nothing
     (token ids -> one linear layer), with the data, callbacks and logging of a run."""
     from xfer import build
     from xfer.models.module import TransferModule
     from xfer.perf import plain_fit as loop
-    from xfer.pipeline import stage_trainer
 
     cfg = compose([*overrides, f"trainer.max_epochs={epochs}"])
-    dm = build.datamodule(cfg.target, cfg.seed)
     optim = build.to_dict(cfg.optim)
 
     def tiny() -> TransferModule:
@@ -110,7 +107,7 @@ def framework_cost(overrides: list[str], tmp: Path, reps: int, epochs: int = 2) 
 
     spans: dict[str, list[float]] = {"lightning": [], "plain": []}
     for rep in range(reps):
-        trainer = stage_trainer(cfg, tmp / f"tiny-l{rep}", "target", [])
+        trainer = build.trainer(cfg, tmp / f"tiny-l{rep}", "target", [])
         trainer.fit(tiny(), datamodule=dm)
         spans["lightning"].append(build.stage_timing(trainer)["train_s"])
         (tmp / f"tiny-p{rep}").mkdir()
@@ -123,6 +120,7 @@ def framework_cost(overrides: list[str], tmp: Path, reps: int, epochs: int = 2) 
 
 
 def bench_lightning(args, out: dict[str, Any]) -> None:
+    from xfer import build
     from xfer.perf import matmul_gflops, step_rate, train_step_flops
 
     try:
@@ -135,16 +133,17 @@ def bench_lightning(args, out: dict[str, Any]) -> None:
     if args.quick:
         overrides += ["trainer.max_epochs=1", "trainer.limit_train_batches=40"]
     cfg = compose(overrides)
+    dm = build.datamodule(cfg.target, cfg.seed)
     runs: dict[str, list[dict[str, Any]]] = {"lightning": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="xfer-bench-") as tmp:
         for rep in range(args.reps):  # alternate the order, so drift in the machine hits both
             order = ("lightning", "plain") if rep % 2 == 0 else ("plain", "lightning")
             for kind in order:
                 workdir = Path(tmp) / f"{kind}{rep}"
-                r = lightning_fit(cfg, workdir) if kind == "lightning" else plain_fit(cfg, workdir)
+                r = lightning_fit(cfg, dm, workdir) if kind == "lightning" else plain_fit(cfg, dm, workdir)
                 runs[kind].append(r)
                 print(f"  {kind:9s} rep {rep}: {r['wall_s']:.1f} s, {r['samples_per_s']:.0f} samples/s", flush=True)
-        cost = framework_cost(overrides, Path(tmp), reps=1 if args.quick else 3)
+        cost = framework_cost(overrides, dm, Path(tmp), reps=1 if args.quick else 3)
     ratios = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["lightning"], runs["plain"])]
     step_ms = 1e3 * statistics.median(r["train_s"] / r["steps"] for r in runs["lightning"])
     out["lightning"] = {
@@ -158,7 +157,7 @@ def bench_lightning(args, out: dict[str, Any]) -> None:
 
     # throughput: the best Lightning run, in samples/s and in the FLOPs the step executes
     best = max(runs["lightning"], key=lambda r: r["samples_per_s"])
-    module, dm, _ = target_stage(cfg)
+    module, _, _ = target_stage(cfg, dm)
     x, y = dm.datasets["train"].tensors
     batch = dm.batch_size
     flops = train_step_flops(module, (x[:batch], y[:batch])) / batch
@@ -168,7 +167,7 @@ def bench_lightning(args, out: dict[str, Any]) -> None:
     achieved = flops * best["samples_per_s"] / 1e9
     curve = {}
     for size in (64, 128, 256):  # the bare step at other batch sizes: where the machine's rate is
-        rate = step_rate(target_stage(cfg)[0], x, y, size, steps=20 if args.quick else 60)
+        rate = step_rate(target_stage(cfg, dm)[0], x, y, size, steps=20 if args.quick else 60)
         curve[str(size)] = {"samples_per_s": rate, "share_of_matmul": flops * rate / 1e9 / mm}
     out["throughput"] = {
         "samples_per_s": best["samples_per_s"], "steps_per_s": best["steps"] / best["train_s"],
@@ -365,6 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps < 1:
         print(f"error: --reps {args.reps}; allowed: an integer >= 1", file=sys.stderr)
         return 2
+    try:  # before minutes of measuring, not after: the figures must have somewhere to go
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=args.out.parent, prefix=".bench-"):
+            pass
+    except OSError as err:
+        print(f"error: --out {args.out}: cannot write there ({err.strerror}); allowed: a file in a writable "
+              f"folder", file=sys.stderr)
+        return 2
     sys.path.insert(0, str(ROOT / "src"))
     import logging
     import warnings
@@ -379,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}]", flush=True)
             fn(args, out)
     text = table(out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    args.out.with_suffix(".md").write_text(text + "\n")
+    from xfer.io import atomic_write_bytes, atomic_write_json
+
+    atomic_write_json(args.out, out)  # a run stopped while writing never leaves half a file
+    atomic_write_bytes(args.out.with_suffix(".md"), (text + "\n").encode())
     print(text)
     print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
     return 0

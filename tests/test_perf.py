@@ -184,6 +184,17 @@ def test_bench_refuses_an_unknown_section_in_one_line():
         "error: --only 'lightning,warp': unknown section ['warp']; allowed: lightning, data, e2e, sweep"]
 
 
+def test_bench_refuses_an_unwritable_out_before_measuring(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("kept")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--out", str(blocker / "bench.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: --out {blocker / 'bench.json'}: cannot write there")
+    assert blocker.read_text() == "kept"
+
+
 @pytest.mark.slow
 def test_bench_quick_measures_every_section(tmp_path):
     out = tmp_path / "bench.json"

@@ -128,22 +128,24 @@ def stage_timing(trainer: pl.Trainer) -> dict[str, Any]:
 
 def trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list[Callback],
             **overrides: Any) -> pl.Trainer:
+    """The Trainer of one stage, with every callback a run uses (``callbacks``: the strategy's)."""
     from xfer.evaluate import LastEveryEpoch
 
     logger: Any = False
     if cfg.get("logger"):
         logger = instantiate(cfg.logger, save_dir=str(run_dir), name="tb", version=stage)
     ck = cfg.callbacks.checkpoint
+    ckpt_dir = run_dir / "checkpoints" / stage
+    # last.ckpt at every epoch end (resume loses <= 1 epoch) comes from LastEveryEpoch, placed after the
+    # best-checkpoint callback; that one then keeps save_last off, or it would save the same file twice
+    every_epoch = bool(ck.get("save_last")) and not cfg.trainer.get("fast_dev_run")
     all_callbacks: list[Callback] = [
-        # last.ckpt comes from evaluate.LastEveryEpoch when one is given (every epoch, not only when the
-        # monitored value improves); writing it here too would save the same 17 MB twice
-        ModelCheckpoint(dirpath=str(run_dir / "checkpoints" / stage), filename="best", monitor=ck.monitor,
-                        mode=ck.mode, auto_insert_metric_name=False,
-                        save_last=False if any(isinstance(c, LastEveryEpoch) for c in callbacks)
-                        else ck.save_last),
+        ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor=ck.monitor, mode=ck.mode,
+                        auto_insert_metric_name=False, save_last=False if every_epoch else ck.save_last),
         EpochSeed(int(cfg.seed)),
         StageTimer(),
         *callbacks,
+        *([LastEveryEpoch(ckpt_dir)] if every_epoch else []),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         # Lightning's default bar redraws every step: 1-2 ms a step on a CPU (10% of a step here)

@@ -63,6 +63,35 @@ class LoopTiming:
     val_acc: float
 
 
+def train_step(module: Any, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], x: torch.Tensor,
+               y: torch.Tensor, gradient_clip_val: float | None) -> None:
+    """One training step as TransferModule takes it under Lightning: forward, loss, backward, clipping
+    (as TransferModule clips on a CPU), optimizer step."""
+    loss = module.criterion(module(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if gradient_clip_val:
+        clip_grad_norm_(params, gradient_clip_val)
+    optimizer.step()
+
+
+def step_rate(module: Any, x: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int = 60,
+              warmup: int = 10) -> float:
+    """Training samples per second of the bare step (``train_step``, clipping at 1.0) at ``batch_size``,
+    on batches cut from ``x``/``y`` in order; the module's weights change."""
+    optimizer, _ = module.make_optimizer(steps + warmup)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    module.train()
+    n = len(y) // batch_size
+    start = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        j = i % n * batch_size
+        train_step(module, optimizer, params, x[j:j + batch_size], y[j:j + batch_size], 1.0)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
 def plain_fit(module: Any, dm: pl.LightningDataModule, epochs: int, seed: int,
               gradient_clip_val: float | None, limit_batches: int | None = None,
               ckpt_dir: Path | None = None) -> LoopTiming:
@@ -89,12 +118,7 @@ def plain_fit(module: Any, dm: pl.LightningDataModule, epochs: int, seed: int,
         for i, (x, y) in enumerate(train_loader):
             if i == per_epoch:
                 break
-            loss = module.criterion(module(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if gradient_clip_val:
-                clip_grad_norm_(params, gradient_clip_val)  # as TransferModule clips on a CPU
-            optimizer.step()
+            train_step(module, optimizer, params, x, y, gradient_clip_val)
             scheduler.step()
             steps, samples = steps + 1, samples + len(y)
         train_s += time.perf_counter() - epoch_start
@@ -203,23 +227,3 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     out = fn()
     return out, time.perf_counter() - start
 
-
-def step_rate(module: Any, x: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int = 60,
-              warmup: int = 10) -> float:
-    """Training samples per second of the bare step (forward, backward, clipping, optimizer) at
-    ``batch_size``, on batches cut from ``x``/``y`` in order; the module's weights change."""
-    optimizer, _ = module.make_optimizer(steps + warmup)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    module.train()
-    n = len(y) // batch_size
-    start = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            start = time.perf_counter()
-        j = i % n * batch_size
-        loss = module.criterion(module(x[j:j + batch_size]), y[j:j + batch_size])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_grad_norm_(params, 1.0)
-        optimizer.step()
-    return steps * batch_size / (time.perf_counter() - start)

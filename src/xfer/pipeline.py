@@ -16,7 +16,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from xfer import build
 from xfer.cache import CacheError, TrunkCache, cache_key
-from xfer.evaluate import LastEveryEpoch, find_resume, state_mismatch
+from xfer.evaluate import find_resume, state_mismatch
 from xfer.io import atomic_write_json
 from xfer.models.module import TransferModule
 from xfer.strategies import param_groups
@@ -64,19 +64,11 @@ def source_key(cfg: DictConfig) -> str:
     })
 
 
-def stage_trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list, **trainer_overrides: Any
-                  ) -> pl.Trainer:
-    """The Trainer of one stage, with every callback a run uses."""
-    if cfg.callbacks.checkpoint.get("save_last") and not cfg.trainer.get("fast_dev_run"):
-        callbacks = [*callbacks, LastEveryEpoch(run_dir / "checkpoints" / stage)]  # resume loses <= 1 epoch
-    return build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
-
-
 def fit_and_test(cfg: DictConfig, module: TransferModule, dm: pl.LightningDataModule, run_dir: Path,
                  stage: str, callbacks: list, ckpt_path: str | None = None, **trainer_overrides: Any
                  ) -> tuple[StageResult, pl.Trainer]:
     start = time.perf_counter()
-    trainer = stage_trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
+    trainer = build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     best = None if trainer.fast_dev_run else "best"
     tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
