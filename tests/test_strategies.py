@@ -19,7 +19,7 @@ from xfer.models.heads import LinearHead
 from xfer.models.module import TransferModule
 from xfer.models.schedule import PeakScaledLR
 from xfer.models.trunks import CNNTrunk, ResNetTrunk
-from xfer.strategies import (AlignRefine, Finetune, FreezeFirstK, FreezeSchedule, GradualUnfreeze, Joint,
+from xfer.strategies import (AlignRefine, Finetune, FreezeFirstK, FreezeSchedule, FrozenRandom, GradualUnfreeze, Joint,
                              L2SP, LayerwiseLR, LinearProbe, LPFT, NormOnly, Scratch, StrategyError,
                              Surgical, param_groups)
 from xfer.strategies.groups import NORM_TYPES, norm_and_bias_params
@@ -30,6 +30,7 @@ OPTIM = {"lr": 3e-3, "trunk_lr": 1e-3, "weight_decay": 1e-2, "schedule": "cosine
 
 STRATEGIES = {
     "scratch": lambda **kw: Scratch(**kw),
+    "frozen_random": lambda **kw: FrozenRandom(**kw),
     "finetune": lambda **kw: Finetune(**kw),
     "linear_probe": lambda **kw: LinearProbe(**kw),
     "freeze_first_k": lambda **kw: FreezeFirstK(k=2, **kw),
@@ -261,3 +262,49 @@ def test_resume_across_an_unfreeze_matches_an_uninterrupted_run(resume_epoch, te
     assert resumed_groups == full_groups
     for key, value in full.items():
         assert torch.equal(value, resumed[key]), f"{key} differs after resume from epoch {resume_epoch}"
+
+
+def test_scratch_trains_its_random_trunk_at_the_new_parts_lr_unless_told(text_dm, image_dm):
+    module, _ = make_module(Scratch(), text_dm, image_dm)
+    trunk = {g["name"]: g["lr"] for g in param_groups(module, Scratch(), OPTIM) if g["name"].startswith("trunk")}
+    assert len(trunk) == 4 and set(trunk.values()) == {OPTIM["lr"]} != {OPTIM["trunk_lr"]}
+    own = {g["lr"] for g in param_groups(module, Scratch(trunk_lr=1e-4), OPTIM) if g["name"].startswith("trunk")}
+    assert own == {1e-4}
+    with pytest.raises(StrategyError, match="strategy.trunk_lr=0"):
+        Scratch(trunk_lr=0)
+
+
+def test_frozen_random_is_linear_probe_on_the_source_stages_random_start():
+    """Same init as the trunk the source stage would train, BatchNorm statistics from one pass over
+    the source data, frozen like linear_probe: trained vs random weights is the only difference."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from conftest import ROOT
+    from xfer import pipeline
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="train", overrides=["experiment=img2txt", "strategy=frozen_random",
+                                                      "target.fraction=0.05", "source.fraction=0.25"])
+    strat = build.strategy(cfg.strategy)
+    assert isinstance(strat, FrozenRandom) and not strat.needs_source
+    plan = strat.plan(0, 4, 1.0, 0.5)
+    assert plan == LinearProbe().plan(0, 4, 1.0, 0.5)
+    target_dm = build.datamodule(cfg.target, cfg.seed)
+    module, _ = pipeline.build_target(cfg, strat, target_dm, None, build.to_dict(cfg.optim))
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as run_source_stage starts
+    build.datamodule(cfg.source, cfg.seed)
+    start = instantiate(cfg.trunk)
+    for (name, got), want in zip(module.trunk.named_parameters(), start.parameters()):
+        assert torch.equal(got, want), name  # the very weights the source stage starts from
+    norms = [m for m in module.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    fresh = [m for m in start.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 4
+    for got, init in zip(norms, fresh):
+        assert not torch.allclose(got.running_mean, init.running_mean)  # from the source pass, not 0/1
+        assert not torch.allclose(got.running_var, init.running_var)
+        assert got.momentum == init.momentum  # restored after the exact-average pass
+    again, _ = pipeline.build_target(cfg, strat, target_dm, None, build.to_dict(cfg.optim))
+    assert all(torch.equal(a, b) for a, b in zip(module.trunk.state_dict().values(),
+                                                   again.trunk.state_dict().values()))

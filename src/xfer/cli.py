@@ -187,12 +187,11 @@ def one_line(err: BaseException) -> str:
 
 
 def guarded(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float:
-    """Run ``task``. A single run exits 1 with a one-line error; a sweep job records the failure in
-    its results.json and returns NaN, so the other jobs go on."""
+    """Run ``task`` and return its best validation accuracy: what a sweeper (Optuna) maximises; never
+    a test score. A single run exits 1 with a one-line error; a sweep job records the failure in its
+    results.json and returns NaN, so the other jobs go on."""
     try:
         results = task(cfg)
-        if cfg.get("objective", "val") == "test":
-            return float(results["target"]["test"].get("test/acc", math.nan))
         best_val = results["target"].get("best_val")
         return math.nan if best_val is None else float(best_val)
     except KeyboardInterrupt:

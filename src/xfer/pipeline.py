@@ -14,9 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from xfer import build
+from xfer import build, predictions
 from xfer.cache import CacheError, TrunkCache, cache_key
-from xfer.evaluate import find_resume, state_mismatch
+from xfer.evaluate import find_resume, load_checkpoint, state_mismatch
 from xfer.io import atomic_write_json
 from xfer.models.module import TransferModule
 from xfer.strategies import param_groups
@@ -144,6 +144,8 @@ def build_target(cfg: DictConfig, strat, target_dm, source: SourceOutcome | None
             for m in module.trunk.blocks[i].modules():
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
+    if strat.norm_stats_from_source:
+        source_norm_stats(cfg, module.trunk)
     if getattr(strat, "wants_source_features", False):
         assert source is not None
         strat.attach_source_features(source_features(cfg, source, module.trunk))
@@ -165,6 +167,51 @@ def source_features(cfg: DictConfig, source: SourceOutcome, trunk: torch.nn.Modu
     return feats
 
 
+@torch.no_grad()
+def source_norm_stats(cfg: DictConfig, trunk: torch.nn.Module, batch_size: int = 512) -> None:
+    """Recompute the trunk's BatchNorm running statistics from one pass over the source training data,
+    fed through a fresh source adapter as in the source stage (its own norms on batch statistics).
+    The exact average over the pass (momentum=None), not an EMA; the RNG state is left as it was."""
+    norms = [m for m in trunk.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        dm = build.datamodule(cfg.source, cfg.seed)
+        adapter, _ = build.adapter_and_head(dm.spec, trunk, cfg.source_adapter, cfg.head)
+        momenta = [m.momentum for m in norms]
+        was_training = trunk.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        adapter.train(), trunk.train()
+        try:
+            for chunk in dm.datasets["train"].tensors[0].split(batch_size):
+                trunk(adapter(chunk))
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            trunk.train(was_training)
+    log.info("BatchNorm statistics of the random trunk from one pass over %d %s training samples",
+             len(dm.datasets["train"]), cfg.source.name)
+
+
+def best_predictions(cfg: DictConfig, module: TransferModule, dm, trainer: pl.Trainer) -> dict[str, Any]:
+    """Val and test predictions of the best checkpoint (the one trainer.test scored), limited to the
+    batches Lightning's loops scored when ``limit_*_batches`` is set."""
+    ckpt = trainer.checkpoint_callback
+    best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+    if best and Path(best).is_file():
+        module.load_state_dict(load_checkpoint(best)["state_dict"])
+    limits: dict[str, int | None] = {}
+    for split, counts in (("val", trainer.num_val_batches), ("test", trainer.num_test_batches)):
+        batches = sum(counts) if counts else None
+        n = None if batches is None or batches == float("inf") else int(batches) * int(dm.eval_batch_size)
+        limits[split] = n if n is not None and n < len(dm.datasets[split]) else None
+    on_gpu = torch.cuda.is_available() and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
+    return predictions.predict(module, dm, limits, "cuda" if on_gpu else "cpu")
+
+
 def count_params(module: torch.nn.Module, strat, optim: dict[str, Any], epochs: int) -> dict[str, int]:
     """Total parameters, and those the strategy trains in at least one epoch. Computed from the plan,
     so it is right in every process layout (ddp_spawn trains in worker processes)."""
@@ -173,6 +220,22 @@ def count_params(module: torch.nn.Module, strat, optim: dict[str, Any], epochs: 
         for group in param_groups(module, strat, optim, epoch):
             trained.update({id(p): p.numel() for p in group["params"]})
     return {"trainable": sum(trained.values()), "total": sum(p.numel() for p in module.parameters())}
+
+
+def code_version() -> dict[str, Any] | None:
+    """The git commit of the code that ran, and whether the checkout had changes: with the command
+    (the run's .hydra/overrides.yaml) it names what reproduces a number. None outside a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
 
 
 def job_threads(cfg: DictConfig) -> int | None:
@@ -223,12 +286,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         resume.check_fits(module)
     target, trainer = fit_and_test(cfg, module, dm, run_dir, "target", build.strategy_callbacks(strat, optim),
                                    ckpt_path=None if resume is None else str(resume.ckpt_path))
+    # per-example predictions for the summary's paired statistics (rank 0 alone writes files)
+    preds = None if trainer.fast_dev_run or global_rank() != 0 else best_predictions(cfg, module, target_dm, trainer)
 
     results = {
         "status": "ok",
         "experiment": cfg.name,
         "strategy": strat.describe(),
         "seed": cfg.seed,
+        "split_seed": cfg.target.get("split_seed"),
+        "group_column": cfg.target.get("group_column"),
         "fraction": cfg.target.fraction,
         "samples_per_class": cfg.target.get("samples_per_class"),
         "source": None if source is None else {
@@ -240,17 +307,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "target": {
             "dataset": cfg.target.name, "test": target.test, "best_val": target.best_val,
             "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),
-            "dropped": target_dm.dropped,
+            "dropped": target_dm.dropped, "groups": target_dm.group_counts,
+            "test_ids": target_dm.fingerprint("test"),
+            "predictions_acc": None if preds is None else predictions.accuracy(preds, "test"),
             "class_names": list(target_dm.spec.class_names), "confusion_matrix": module.test_confusion,
         },
         "params": count_params(module, strat, optim, int(cfg.trainer.max_epochs)),
+        "predictions": None if preds is None else predictions.FILE,
+        # where a random trunk's BatchNorm statistics came from (frozen_random), else null
+        "source_norm_stats": cfg.source.name if strat.norm_stats_from_source else None,
         "resumed_from": None if resume is None else resume.describe(),
         "run_dir": str(run_dir),
+        "code": code_version(),
         "threads": torch.get_num_threads(),
         "started_unix": started_unix,
         "wall_s": time.perf_counter() - started,
     }
     if global_rank() == 0:  # under multi-process DDP every rank runs this function
+        if preds is not None:  # before results.json: a run with results.json is complete
+            predictions.save(run_dir / predictions.FILE, preds)
         atomic_write_json(run_dir / "results.json", results)
         _log_hparams(trainer, cfg, results)
     return results
@@ -284,6 +359,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     if src:
         how = f"cached trunk {src['key']}" if src["cached"] else f"trained in {src['wall_s']:.0f} s, key {src['key']}"
         lines.append(f"  source  {src['dataset']:<14} test acc {pct(src, 'acc'):>6}   ({how})")
+    elif results["strategy"].get("name") == "frozen_random":
+        lines.append(f"  source  (none: random trunk, frozen; its BatchNorm statistics from {results['source_norm_stats']})")
     else:
         lines.append("  source  (none: trunk starts random)")
     tgt = results["target"]

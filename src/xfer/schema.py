@@ -156,7 +156,6 @@ TOP: dict[str, Any] = {
     "threads": integer(1).or_null(),
     "ckpt_path": STRING.or_null(),
     "resume": STRING.or_null(),
-    "objective": choice("val", "test"),
     "source_stage": SOURCE_STAGE,
 }
 _RATIO = either(integer(0), number(ge=0, le=1))
@@ -202,6 +201,7 @@ DATA: dict[str, Rule] = {
     "val_fraction": number(ge=0, lt=1),
     "test_fraction": number(ge=0, lt=1),
     "split_seed": integer(0),
+    "group_column": either(STRING, integer(0)).or_null(),
     "fraction": number(gt=0, le=1),
     "samples_per_class": integer(1).or_null(),
     "batch_size": integer(1),
@@ -283,7 +283,16 @@ def allowed_keys(dotted: str) -> list[str] | None:
     return list(tables[dotted]) if dotted in tables else None
 
 
+# Keys that existed once: naming one says why it went and what to do instead.
+REMOVED = {
+    "objective": "objective was removed: a sweeper (Optuna) always maximises the best validation accuracy; "
+                 "the test split is never a tuning objective (scripts/tune.py tunes every strategy on validation)",
+}
+
+
 def unknown(key: str, allowed: list[str] | tuple[str, ...], extra: str = "") -> ConfigError:
+    if key.lstrip("+~") in REMOVED:
+        return ConfigError(REMOVED[key.lstrip("+~")])
     parent, _, leaf = key.rpartition(".")
     close = difflib.get_close_matches(leaf, list(allowed), n=1, cutoff=0.6)
     hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""

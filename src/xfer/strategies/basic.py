@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-
 from xfer.strategies.base import BlockPlan, Plan, Strategy, StrategyError
 
 
@@ -15,10 +13,22 @@ class Finetune(Strategy):
 
 
 class Scratch(Finetune):
-    """No source stage: the same recipe as finetune on a randomly initialised trunk."""
+    """No source stage: finetune's recipe on a randomly initialised trunk. A random trunk is not a
+    pretrained one to be kept close to: by default it trains at the new parts' lr (``optim.lr``),
+    not at ``optim.trunk_lr``; ``trunk_lr`` sets its own."""
 
     name = "scratch"
     needs_source = False
+
+    def __init__(self, trunk_lr: float | None = None, **kw):
+        super().__init__(**kw)
+        if trunk_lr is not None:
+            self.check_positive("trunk_lr", trunk_lr)
+        self.trunk_lr = trunk_lr
+
+    def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
+        own = lr if self.trunk_lr is None else float(self.trunk_lr)
+        return Plan(tuple(BlockPlan("all", own) for _ in range(n_blocks)), lr)
 
 
 class LinearProbe(Strategy):
@@ -28,6 +38,17 @@ class LinearProbe(Strategy):
 
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
         return Plan(tuple(self.frozen_block(trunk_lr) for _ in range(n_blocks)), lr)
+
+
+class FrozenRandom(LinearProbe):
+    """The control for linear_probe: the same frozen trunk, adapter and head, but the trunk keeps its
+    random initial weights (the very weights the source stage starts from). Its BatchNorm statistics
+    come from one pass over the source training data, as a pretrained trunk's do, so the only
+    difference from linear_probe is trained versus random weights. No source stage is trained."""
+
+    name = "frozen_random"
+    needs_source = False
+    norm_stats_from_source = True
 
 
 class FreezeFirstK(Strategy):
