@@ -1,24 +1,375 @@
-"""The summarizer on hand-made results.json files: groups, statistics, the winner and every plot."""
+"""The sweep summary on hand-made run folders: the statistics, the protocol (winner on validation,
+every group against the reference, Holm over all comparisons), every guard, and every plot."""
 from __future__ import annotations
 
+import csv
 import json
+import math
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from xfer.report import summarize, write_summary
+from xfer.report import ReportError, collect, summarize, write_summary
+from xfer.report import stats
+from xfer.report.plots import runs_by_size
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(folder: Path, name: str, seed: int, acc: float, fraction: float = 1.0, **settings) -> None:
-    run_dir = folder / f"{name}_{'_'.join(f'{k}{v}' for k, v in settings.items())}_f{fraction}_s{seed}"
+def _run(folder: Path, name: str, seed: int, acc: float, fraction: float = 1.0, *, val: float | None = None,
+         split_seed: int | None = None, experiment: str | None = None, started: float = 0.0,
+         preds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, test_ids: str | None = None,
+         tag: str = "", **settings) -> Path:
+    """One ok run's folder with results.json (and predictions.npz from (index, label, pred))."""
+    extra = "_".join(f"{k}{v}" for k, v in settings.items())
+    run_dir = folder / f"{experiment or 'x'}_{name}_{extra}_f{fraction}_s{seed}_ss{split_seed}{tag}"
+    run_dir.mkdir(parents=True)
+    results = {
+        "status": "ok", "strategy": {"name": name, "bn_policy": "frozen", **settings}, "seed": seed,
+        "fraction": fraction, "samples_per_class": None, "run_dir": str(run_dir), "started_unix": started,
+        "target": {"test": {"test/acc": acc}, "best_val": acc if val is None else val},
+    }
+    if split_seed is not None:
+        results["split_seed"] = split_seed
+    if experiment is not None:
+        results["experiment"] = experiment
+    if test_ids is not None:
+        results["target"]["test_ids"] = test_ids
+    if preds is not None:
+        index, label, pred = preds
+        arrays = {}
+        for split in ("val", "test"):
+            arrays.update({f"{split}_index": index.astype(np.int64), f"{split}_label": label.astype(np.int64),
+                           f"{split}_pred": pred.astype(np.int64),
+                           f"{split}_prob": np.eye(int(label.max()) + 1, dtype=np.float32)[pred]})
+        np.savez(run_dir / "predictions.npz", **arrays)
+        results["predictions"] = "predictions.npz"
+    (run_dir / "results.json").write_text(json.dumps(results))
+    return run_dir
+
+
+def _failed(folder: Path, name: str, seed: int, error: str, fraction: float = 1.0) -> Path:
+    run_dir = folder / f"failed_{name}_s{seed}_f{fraction}"
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps({
-        "status": "ok", "strategy": {"name": name, "bn_policy": "frozen", **settings}, "seed": seed,
-        "fraction": fraction, "samples_per_class": None, "run_dir": str(run_dir),
-        "target": {"test": {"test/acc": acc}},
-    }))
+        "status": "failed", "error": error, "strategy": {"name": name}, "seed": seed, "fraction": fraction,
+        "samples_per_class": None, "run_dir": str(run_dir)}))
+    return run_dir
 
 
+def _preds(rng: np.random.Generator, n: int, acc: float, labels: np.ndarray | None = None):
+    """(index, label, pred) for a binary task where each example is right with probability acc."""
+    label = rng.integers(0, 2, n) if labels is None else labels
+    right = rng.random(n) < acc
+    return np.arange(n), label, np.where(right, label, 1 - label)
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _by_label(s) -> dict:
+    return {c.group.strategy: c for c in s.comparisons}
+
+
+# -- the statistics ---------------------------------------------------------------------------------
+def test_holm_matches_a_hand_computed_example():
+    # sorted: 0.005*5=0.025, 0.01*4=0.04, 0.03*3=0.09, 0.04*2=0.08 -> 0.09 (monotone), 0.2*1 -> 0.2
+    got = stats.holm([0.01, 0.04, None, 0.03, 0.005, 0.2, float("nan")])
+    assert got[2] is None and got[6] is None
+    assert got[:2] + got[3:6] == pytest.approx([0.04, 0.09, 0.09, 0.025, 0.2])
+    assert stats.holm([0.02, 0.3]) == [0.04, 0.3] and stats.holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+
+
+def test_paired_difference_has_no_nan_and_no_false_zero_p():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = stats.paired_difference([0.7, 0.71, 0.69], [0.7, 0.71, 0.69])
+        const = stats.paired_difference([0.72, 0.73, 0.71], [0.70, 0.71, 0.69])
+        one = stats.paired_difference([0.72], [0.70])
+    assert (same.mean, same.ci_low, same.ci_high, same.p) == (0.0, 0.0, 0.0, 1.0)
+    # a constant +2 points: the t statistic is infinite, but with 3 units only 2 of the 8 sign flips are
+    # as extreme as what we saw, so p = 0.25, never 0
+    assert const.p == pytest.approx(0.25) and const.test.startswith("exact sign-flip") and const.ci_low is None
+    assert one.p is None and one.sd is None
+    real = stats.paired_difference([0.72, 0.74, 0.71, 0.75], [0.70, 0.71, 0.70, 0.72])
+    assert real.test == "paired t" and 0 < real.p < 0.05 and real.ci_low < real.mean < real.ci_high
+    assert real.p_sign_flip == pytest.approx(2 / 16) and real.d_z == pytest.approx(real.mean / real.sd)
+    assert stats.sign_flip_p([1.0, 2.0, 3.0]) == 0.25 and stats.sign_flip_p([1.0, -1.0, 2.0, 3.0]) == 0.375
+
+
+def test_seeds_needed_follow_the_design_rule_of_thumb_and_alpha_over_m():
+    # DESIGN.md: a 1.2-point spread needs about 6 seeds for 2 points and 14 for 1 point (alpha 0.05)
+    assert stats.seeds_needed(0.012, 0.02) == 6 and stats.seeds_needed(0.012, 0.01) == 14
+    n = np.arange(2, 200)
+    exact = int(n[np.argmax(stats.paired_t_power(n, 0.01, 0.012, 0.01) >= 0.8)])
+    assert stats.seeds_needed(0.012, 0.01, alpha=0.05 / 5) == exact > 14
+    assert stats.seeds_needed(0.5, 0.01) == ">1000" and stats.seeds_needed(0.0, 0.01) is None
+
+
+def test_bootstrap_ci_covers_a_large_effect_and_is_reproducible():
+    rng = np.random.default_rng(3)
+    units = []
+    for _ in range(5):
+        _, label, pa = _preds(rng, 1300, 0.80)
+        correct_a = pa == label
+        correct_b = correct_a & (rng.random(1300) < 0.85)  # b loses ~12 points, paired on the examples
+        units.append((label, correct_a, correct_b))
+    true = np.mean([a.mean() - b.mean() for _, a, b in units])
+    low, high = stats.bootstrap_diff(units, n_boot=2000, seed=0)
+    assert low < true < high and low > 0.08
+    assert stats.bootstrap_diff(units, n_boot=2000, seed=0) == (low, high)
+    assert stats.bootstrap_diff(units, n_boot=2000, seed=1) != (low, high)
+
+
+def test_bootstrap_shortcut_matches_resampling_example_indices():
+    """bootstrap_diff draws per-class counts instead of example indices; a direct two-level resampling
+    (units, then examples within class, the same indices for both strategies) must give the same CI."""
+    rng = np.random.default_rng(11)
+    units = []
+    for acc in (0.6, 0.7, 0.65):
+        label = rng.integers(0, 3, 300)
+        correct_a = rng.random(300) < acc
+        units.append((label, correct_a, correct_a ^ (rng.random(300) < 0.2)))
+    reps = []
+    for _ in range(4000):
+        total = 0.0
+        for u in rng.integers(0, len(units), len(units)):
+            label, ca, cb = units[u]
+            idx = np.concatenate([rng.choice(np.flatnonzero(label == c), np.sum(label == c)) for c in range(3)])
+            total += ca[idx].mean() - cb[idx].mean()
+        reps.append(total / len(units))
+    direct = np.percentile(reps, [2.5, 97.5])
+    assert stats.bootstrap_diff(units, n_boot=4000, seed=0) == pytest.approx(tuple(direct), abs=0.006)
+
+
+def test_mcnemar_exact_counts_only_the_discordant_examples():
+    a = np.array([1, 1, 1, 1, 1, 0, 1, 0], bool)
+    b = np.array([0, 0, 0, 0, 0, 0, 1, 0], bool)  # a alone right on 5, b alone on none: p = 2/32
+    assert stats.mcnemar_exact(a, b) == pytest.approx(2 / 32)
+    assert stats.mcnemar_exact(a, a) == 1.0
+
+
+# -- the protocol -----------------------------------------------------------------------------------
+def _null_sweeps(root: Path, sweeps: int, strategies: int, seeds: int, rng: np.random.Generator) -> float:
+    """Share of simulated sweeps, every strategy equal, in which the summary claims any difference."""
+    names = ["scratch"] + [f"s{i}" for i in range(1, strategies)]
+    claims = 0
+    for i in range(sweeps):
+        folder = root / f"{strategies}x{seeds}_{i}"
+        seed_effect = rng.normal(0, 0.01, seeds)  # a good seed helps every strategy: paired seeds
+        for name in names:
+            for seed in range(seeds):
+                acc = 0.70 + seed_effect[seed] + rng.normal(0, 0.012)
+                _run(folder, name, seed, float(acc), val=float(0.70 + rng.normal(0, 0.012)))
+        s = summarize(folder, bootstrap=0)
+        assert len(s.comparisons) == strategies - 1
+        claims += any(c.significant for c in s.comparisons)
+    return claims / sweeps
+
+
+def test_a_simulated_null_claims_a_difference_in_at_most_5_percent_of_sweeps(tmp_path: Path):
+    """All strategies drawn from one distribution: the old summary (winner on test, one uncorrected
+    t-test) claimed a significant lead in 5.8-13.8% of such sweeps; Holm over every comparison must keep
+    the family-wise rate at 5%."""
+    rng = np.random.default_rng(2024)
+    assert _null_sweeps(tmp_path, 200, 6, 3, rng) <= 0.05
+    assert _null_sweeps(tmp_path, 100, 13, 3, rng) <= 0.05
+    assert _null_sweeps(tmp_path, 60, 6, 10, rng) <= 0.05
+
+
+def test_a_real_five_point_effect_on_five_seeds_is_detected(tmp_path: Path):
+    rng = np.random.default_rng(7)
+    seed_effect = rng.normal(0, 0.01, 5)
+    for name, lift in (("scratch", 0.0), ("finetune", 0.05), ("linear_probe", 0.0), ("lp_ft", 0.0)):
+        for seed in range(5):
+            _run(tmp_path, name, seed, float(0.65 + lift + seed_effect[seed] + rng.normal(0, 0.01)))
+    s = write_summary(tmp_path, plots=False, bootstrap=0)
+    cmp = _by_label(s)
+    assert cmp["finetune"].significant and cmp["finetune"].diff.mean == pytest.approx(0.05, abs=0.02)
+    assert not cmp["linear_probe"].significant and not cmp["lp_ft"].significant
+    assert s.winners[1.0].group.strategy == "finetune"
+
+
+def test_the_winner_is_chosen_on_validation_not_test(tmp_path: Path):
+    for seed in range(3):
+        _run(tmp_path, "scratch", seed, 0.60, val=0.61 + 0.001 * seed)
+        _run(tmp_path, "finetune", seed, 0.70 + 0.001 * seed, val=0.62)  # best on test, second on val
+        _run(tmp_path, "linear_probe", seed, 0.65 + 0.001 * seed, val=0.66)  # best on val
+    s = write_summary(tmp_path, plots=False)
+    winner = s.winners[1.0].group
+    assert winner.strategy == "linear_probe" and winner.mean == pytest.approx(0.651)
+    md = (tmp_path / "summary.md").read_text()
+    assert "Winner on validation at data=1.0: linear_probe (val 66.0%, test 65.1%, n=3)" in md
+
+
+def test_identical_strategies_give_zero_difference_p_one_and_no_nan_or_warning(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        preds = _preds(rng, 200, 0.7)
+        acc = float(np.mean(preds[1] == preds[2]))
+        for name in ("scratch", "copy"):
+            _run(tmp_path, name, seed, acc, preds=preds, test_ids="abc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = write_summary(tmp_path)
+    [c] = s.comparisons
+    assert (c.diff.mean, c.p, c.p_holm, c.significant) == (0.0, 1.0, 1.0, False)
+    assert c.boot == (0.0, 0.0)
+    for name in ("summary.md", "summary.csv", "comparisons.csv"):
+        assert "nan" not in (tmp_path / name).read_text().lower()
+
+
+def test_a_constant_difference_is_not_called_significant(tmp_path: Path):
+    """finetune is exactly 2 points above scratch on all 3 seeds: sd 0, the exact sign-flip p is 2/8."""
+    for seed in range(3):
+        base = 0.60 + 0.01 * seed
+        _run(tmp_path, "scratch", seed, base)
+        _run(tmp_path, "finetune", seed, base + 0.02)
+        _run(tmp_path, "linear_probe", seed, base + 0.01 * (-1) ** seed)
+    s = write_summary(tmp_path, plots=False)
+    c = _by_label(s)["finetune"]
+    assert c.p == pytest.approx(0.25) and c.p_holm == pytest.approx(0.5) and not c.significant
+    md = (tmp_path / "summary.md").read_text()
+    assert "0.25 (sign-flip)" in md and "2/2^3 = 0.25" in md
+
+
+def test_a_duplicate_run_is_refused_in_one_line_or_the_newest_kept(tmp_path: Path):
+    sweep, rerun = tmp_path / "sweep", tmp_path / "rerun"
+    for seed in range(2):
+        _run(sweep, "scratch", seed, 0.6 + 0.01 * seed, started=100.0)
+        old = _run(sweep, "finetune", seed, 0.62 + 0.01 * seed, started=100.0)
+    new = _run(rerun, "finetune", 1, 0.70, started=200.0)
+    with pytest.raises(ReportError) as err:
+        summarize([sweep, rerun])
+    message = str(err.value)
+    assert "\n" not in message and str(old) in message and str(new) in message and "--keep-newest" in message
+    s = write_summary([sweep, rerun], keep_newest=True, plots=False)
+    [g] = [g for g in s.groups if g.strategy == "finetune"]
+    assert g.values[(1, 0)] == 0.70 and s.kept_newest == [(str(new), str(old))]
+    assert f"dropped {old}" in (sweep / "summary.md").read_text()
+
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), str(sweep), str(rerun),
+                           "--no-plots"], capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr and str(old) in proc.stderr
+    unknown = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), str(sweep), "--no-plots",
+                              "--keep-newest", "--reference", "nope"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "nope" in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_seed_pairs_on_the_shared_units_and_says_which_were_dropped(tmp_path: Path):
+    for seed in range(4):
+        _run(tmp_path, "scratch", seed, 0.60 + 0.01 * seed)
+        if seed != 2:
+            _run(tmp_path, "finetune", seed, 0.63 + 0.01 * seed + 0.001 * seed ** 2)
+    s = write_summary(tmp_path, plots=False)
+    [c] = s.comparisons
+    assert c.units == [(0, 0), (1, 0), (3, 0)] and c.dropped == {"scratch": [(2, 0)]}
+    assert c.test == "paired t"
+    md = (tmp_path / "summary.md").read_text()
+    assert "paired on the 3 shared units; dropped seed 2 (scratch only)" in md
+    [row] = _csv(tmp_path / "comparisons.csv")
+    assert row["n_pairs"] == "3" and row["dropped_units"] == "scratch: 2"
+
+
+def test_one_unit_with_predictions_gets_mcnemar_and_still_plots(tmp_path: Path):
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 800)
+    ref, strong = _preds(rng, 800, 0.6, labels), _preds(rng, 800, 0.75, labels)
+    for name, preds in (("scratch", ref), ("finetune", strong)):
+        _run(tmp_path, name, 0, float(np.mean(preds[1] == preds[2])), preds=preds, test_ids="f00d")
+    s = write_summary(tmp_path)
+    [c] = s.comparisons
+    assert c.n == 1 and c.test == "exact McNemar (one unit)" and c.p == c.mcnemar < 1e-6 and c.significant
+    assert c.boot is not None and c.boot[0] > 0.08
+    assert (tmp_path / "accuracy_by_strategy.png").stat().st_size > 1000
+    assert (tmp_path / "difference_from_reference.png").stat().st_size > 1000
+    md = (tmp_path / "summary.md").read_text()
+    assert "(McNemar)" in md and "n=1, no spread and no t-test" in md
+
+
+def test_predictions_on_different_test_sets_are_not_bootstrapped(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    for seed in range(2):
+        _run(tmp_path, "scratch", seed, 0.6 + 0.01 * seed, preds=_preds(rng, 100, 0.6), test_ids="aaaa")
+        _run(tmp_path, "finetune", seed, 0.61 + 0.02 * seed, preds=_preds(rng, 100, 0.6), test_ids="bbbb")
+        _run(tmp_path, "linear_probe", seed, 0.62 + 0.015 * seed)
+    s = write_summary(tmp_path, plots=False)
+    cmp = _by_label(s)
+    assert cmp["finetune"].boot is None and "test sets differ" in cmp["finetune"].boot_note
+    assert cmp["linear_probe"].boot_note == "no predictions"
+    assert "No bootstrap CI (no predictions" in (tmp_path / "summary.md").read_text()
+
+
+def test_units_are_seed_and_split_seed(tmp_path: Path):
+    for seed in range(2):
+        for split_seed in range(2):
+            noise = 0.003 * seed - 0.002 * split_seed + 0.001 * seed * split_seed
+            _run(tmp_path, "scratch", seed, 0.60 + 0.01 * split_seed, split_seed=split_seed)
+            _run(tmp_path, "finetune", seed, 0.62 + 0.01 * split_seed + noise, split_seed=split_seed)
+    s = write_summary(tmp_path, plots=False)
+    assert [g.n for g in s.groups] == [4, 4]
+    [c] = s.comparisons
+    assert c.n == 4 and c.units == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    rows = {r["strategy"]: r for r in _csv(tmp_path / "summary.csv")}
+    assert rows["finetune"]["seeds"] == "0/0 0/1 1/0 1/1"
+
+
+def test_failed_runs_are_counted_per_group(tmp_path: Path):
+    for seed in range(3):
+        _run(tmp_path, "scratch", seed, 0.6 + 0.01 * seed)
+        if seed < 2:
+            _run(tmp_path, "finetune", seed, 0.62 + 0.01 * seed)
+    _failed(tmp_path, "finetune", 2, "NonFiniteLossError: loss is nan at step 3")
+    _failed(tmp_path, "lp_ft", 0, "strategy.probe_epochs=9; allowed: 0..4")
+    s = write_summary(tmp_path, plots=False)
+    counts = {g.strategy: (g.n, g.failed) for g in s.groups}
+    assert counts == {"scratch": (3, 0), "finetune": (2, 1), "lp_ft": (0, 1)}
+    rows = {r["strategy"]: r for r in _csv(tmp_path / "summary.csv")}
+    assert (rows["finetune"]["n"], rows["finetune"]["failed"]) == ("2", "1")
+    assert (rows["lp_ft"]["n"], rows["lp_ft"]["failed"], rows["lp_ft"]["mean"]) == ("0", "1", "")
+    md = (tmp_path / "summary.md").read_text()
+    assert "| finetune | 1.0 | 2 | 1 |" in md and "| lp_ft | 1.0 | 0 | 1 |" in md
+    assert "## Failed jobs" in md and "loss is nan" in md
+
+
+def test_no_reference_means_no_comparisons_and_says_so(tmp_path: Path):
+    for seed in range(2):
+        _run(tmp_path, "finetune", seed, 0.6 + 0.01 * seed)
+        _run(tmp_path, "linear_probe", seed, 0.61 + 0.02 * seed)
+    s = write_summary(tmp_path)
+    assert s.comparisons == [] and s.winners[1.0].group.strategy == "linear_probe"
+    md = (tmp_path / "summary.md").read_text()
+    assert "No reference group 'scratch' at data=1.0" in md and "No comparisons" in md
+    s = summarize(tmp_path, reference="finetune", bootstrap=0)
+    assert [c.group.strategy for c in s.comparisons] == ["linear_probe"]
+    with pytest.raises(ReportError, match="'nope' matches no group"):
+        summarize(tmp_path, reference="nope")
+
+
+def test_several_experiments_are_prefixed_and_the_baseline_is_compared_too(tmp_path: Path):
+    """A transfer sweep merged with a separate text-baseline sweep: scratch of the experiment with more
+    runs is the reference, and the baseline's scratch is one more group (a dashed line in the plot)."""
+    sweep, baseline = tmp_path / "sweep", tmp_path / "baseline"
+    for seed in range(3):
+        _run(sweep, "scratch", seed, 0.70 + 0.004 * seed, experiment="img2txt")
+        _run(sweep, "linear_probe", seed, 0.72 + 0.003 * seed ** 2, experiment="img2txt")
+        _run(baseline, "scratch", seed, 0.74 + 0.005 * seed ** 2, experiment="txt_baseline")
+    s = write_summary([sweep, baseline])
+    assert s.references[1.0].strategy == "img2txt/scratch"
+    assert set(_by_label(s)) == {"img2txt/linear_probe", "txt_baseline/scratch"}
+    assert (sweep / "difference_from_reference.png").stat().st_size > 1000
+    s = summarize([sweep, baseline], reference="txt_baseline/scratch", bootstrap=0)
+    assert set(_by_label(s)) == {"img2txt/linear_probe", "img2txt/scratch"}
+
+
+# -- the earlier behaviour, on the new API -----------------------------------------------------------
 def test_layer_sweep_gives_one_curve_per_strategy(tmp_path: Path):
     for k in range(3):
         for seed in range(2):
@@ -28,8 +379,9 @@ def test_layer_sweep_gives_one_curve_per_strategy(tmp_path: Path):
     labels = {g.strategy for g in s.groups}
     assert "freeze_first_k(k=2)" in labels and "transfer_first_k(k=0)" in labels
     assert (tmp_path / "layer_transfer.png").stat().st_size > 1000
-    best = s.comparisons[1.0]
-    assert best["winner"] == "freeze_first_k(k=2)" and best["mean"] == pytest.approx(0.705)
+    best = s.winners[1.0].group
+    assert best.strategy == "freeze_first_k(k=2)" and best.mean == pytest.approx(0.705)
+    assert s.comparisons == []  # no scratch in a layer sweep
 
 
 def test_fraction_sweep_plots_accuracy_against_data_and_tests_each_size(tmp_path: Path):
@@ -39,12 +391,24 @@ def test_fraction_sweep_plots_accuracy_against_data_and_tests_each_size(tmp_path
             _run(tmp_path, "finetune", seed, 0.55 + 0.2 * fraction + 0.002 * seed, fraction)
     s = write_summary(tmp_path)
     assert (tmp_path / "accuracy_by_fraction.png").stat().st_size > 1000
-    assert set(s.comparisons) == {0.1, 0.5, 1.0}
-    for verdict in s.comparisons.values():  # +5 points on every seed: a clear, significant lead
-        assert verdict["winner"] == "finetune" and verdict["significant"]
-        assert verdict["lead"] == pytest.approx(0.05 + 0.001, abs=0.002)
-    rows = (tmp_path / "summary.csv").read_text().splitlines()
-    assert len(rows) == 1 + 6
+    assert set(s.winners) == {0.1, 0.5, 1.0} and s.m == 3
+    for c in s.comparisons:  # +5 points on every seed: a clear lead, significant after Holm
+        assert s.winners[c.data].group.strategy == "finetune" and c.significant
+        assert c.diff.mean == pytest.approx(0.05 + 0.001, abs=0.002)
+    assert len((tmp_path / "summary.csv").read_text().splitlines()) == 1 + 6
+    assert len(_csv(tmp_path / "comparisons.csv")) == 3
+
+
+def test_learning_curves_get_one_panel_per_data_size(tmp_path: Path):
+    for fraction in (0.1, 1.0):
+        for seed in range(2):
+            _run(tmp_path, "scratch", seed, 0.6 + 0.01 * seed, fraction)
+            _run(tmp_path, "finetune", seed, 0.62 + 0.01 * seed, fraction)
+    panels = runs_by_size(summarize(tmp_path, bootstrap=0))
+    assert list(panels) == [0.1, 1.0]
+    for size, groups in panels.items():
+        assert set(groups) == {"scratch", "finetune"}
+        assert all(r["fraction"] == size for runs in groups.values() for r in runs)
 
 
 def test_failed_and_unreadable_runs_are_listed_not_trusted(tmp_path: Path):
@@ -52,11 +416,94 @@ def test_failed_and_unreadable_runs_are_listed_not_trusted(tmp_path: Path):
     bad = tmp_path / "half_written"
     bad.mkdir()
     (bad / "results.json").write_text('{"status": "ok", "target": ')  # a torn write
-    failed = tmp_path / "failed"
-    failed.mkdir()
-    (failed / "results.json").write_text(json.dumps({"status": "failed", "error": "strategy.k=9; allowed: 0..4",
-                                                     "strategy": {"name": "freeze_first_k"}, "seed": 1}))
-    s = summarize(tmp_path)
-    assert [g.n for g in s.groups] == [1]
-    assert any("half_written" in p for p in s.incomplete)
+    job = tmp_path / "still_running"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    _failed(tmp_path, "freeze_first_k", 1, "strategy.k=9; allowed: 0..4")
+    runs, incomplete = collect(tmp_path)
+    assert len(runs) == 2 and {Path(p).name for p in incomplete} == {"half_written", "still_running"}
+    alien = tmp_path / "no_metric"
+    alien.mkdir()
+    (alien / "results.json").write_text('{"status": "ok", "seed": 0}')  # ok, but nothing to count
+    s = write_summary(tmp_path)
+    assert [(g.strategy, g.n, g.failed) for g in s.groups] == [("scratch", 1, 0), ("freeze_first_k", 0, 1)]
     assert s.failed[0]["error"].startswith("strategy.k=9")
+    md = (tmp_path / "summary.md").read_text()
+    assert "half_written" in md and "still_running" in md and "strategy.k=9" in md
+    assert any("no_metric" in p and "no target test/acc" in p for p in s.incomplete)
+    assert not math.isnan(s.groups[0].mean)
+
+
+def test_labels_carry_varying_settings_and_differing_overrides(tmp_path: Path):
+    """k varies within freeze_first_k, optim.lr differs between jobs, split_seed is a unit not a label;
+    a failed job's settings come from its overrides, so it is counted in its own group."""
+    def overrides(run_dir: Path, *items: str) -> None:
+        (run_dir / ".hydra").mkdir()
+        (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in items))
+
+    for k in (1, 2):
+        for split_seed in (0, 1):
+            run = _run(tmp_path, "freeze_first_k", 0, 0.6 + 0.01 * k, k=k, split_seed=split_seed)
+            overrides(run, f"strategy.k={k}", "trainer.max_epochs=1", f"target.split_seed={split_seed}")
+    for lr in ("0.1", "0.01"):
+        run = _run(tmp_path, "scratch", 0, 0.6, tag=lr)
+        overrides(run, f"optim.lr={lr}", "trainer.max_epochs=1")
+    failed = _failed(tmp_path, "freeze_first_k", 0, "NonFiniteLossError: loss is nan")
+    overrides(failed, "strategy.k=2", "trainer.max_epochs=1")
+    s = summarize(tmp_path, bootstrap=0)
+    got = {g.strategy: (g.n, g.failed) for g in s.groups}
+    assert got == {"freeze_first_k(k=1)": (2, 0), "freeze_first_k(k=2)": (2, 1),
+                   "scratch [optim.lr=0.1]": (1, 0), "scratch [optim.lr=0.01]": (1, 0)}
+    assert "ambiguous" in " ".join(s.notes) and not s.comparisons  # two scratch groups: no guessing
+
+
+def test_sweep_callback_prints_the_winner_and_logs_a_duplicate_in_one_line(tmp_path: Path, capsys, caplog):
+    from omegaconf import OmegaConf
+
+    from xfer.hydra_callbacks import SummarizeSweep
+
+    for seed in range(3):
+        _run(tmp_path, "scratch", seed, 0.60 + 0.01 * seed)
+        _run(tmp_path, "finetune", seed, 0.66 + 0.01 * seed + 0.002 * seed ** 2)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    SummarizeSweep(reference="scratch").on_multirun_end(config)
+    out = capsys.readouterr().out
+    assert "6 ok, 0 failed" in out and "winner on validation finetune" in out
+    assert "significant (Holm, m=1): finetune vs scratch" in out
+    _run(tmp_path, "finetune", 0, 0.5, tag="_again")
+    SummarizeSweep().on_multirun_end(config)
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "duplicate runs of finetune" in record.getMessage() and "\n" not in record.getMessage()
+    assert "python scripts/summarize.py" in record.getMessage() and record.exc_info is None
+
+
+def test_report_modules_import_without_cycles():
+    """Arrows point one way (write -> render, plots -> summary -> collect, stats); xfer.plots is only the
+    confusion figure and never imports the report."""
+    import ast
+
+    src = ROOT / "src"
+    files = {".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in [*(src / "xfer" / "report").glob("*.py"), src / "xfer" / "plots.py"]}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                deps |= {m for m in subs if m in files} or ({node.module} & set(files))
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names} & set(files)
+        graph[name] = deps - {name}
+    assert not graph["xfer.plots"]
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join(path + (name,))}"
+        if name not in done:
+            for dep in graph.get(name, ()):
+                visit(dep, path + (name,))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())

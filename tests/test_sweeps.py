@@ -38,10 +38,12 @@ def test_multirun_summary_matches_jobs_and_source_runs_once_per_seed(home: Path)
         assert int(row["n"]) == 2 and float(row["mean"]) == pytest.approx(sum(accs) / 2, abs=1e-6)
         assert float(row["ci95_low"]) <= float(row["mean"]) <= float(row["ci95_high"])
     md = (sweep / "summary.md").read_text()
-    assert "Winner at data=0.1" in md and "scratch" in md
+    assert "Winner on validation at data=0.1: " in md and "scratch" in md
     for name in rows:
-        mean = float(rows[name]["mean"])
-        assert f"| {name} | 0.1 | 2 | {100 * mean:.1f} |" in md
+        mean, val = float(rows[name]["mean"]), float(rows[name]["val_mean"])
+        assert f"| {name} | 0.1 | 2 | 0 | {100 * val:.1f} | {100 * mean:.1f} |" in md
+    with open(sweep / "comparisons.csv") as fh:
+        assert sorted(r["group"] for r in csv.DictReader(fh)) == ["finetune", "linear_probe"]
     assert (sweep / "accuracy_by_strategy.png").stat().st_size > 1000
     assert (sweep / "learning_curves.png").stat().st_size > 1000
     assert "sweep summary:" in proc.stdout

@@ -1,0 +1,183 @@
+"""summary.md, summary.csv and comparisons.csv from a Summary: text only, no statistics computed here."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from xfer.report import stats
+from xfer.report.collect import DIR
+from xfer.report.summary import METRIC, Comparison, Summary, fmt_unit
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:.1f}"
+
+
+def _pts(x: float | None) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:+.2f}"
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "–" if low is None or high is None else f"[{_pts(low)}, {_pts(high)}]"
+
+
+def _p(p: float | None) -> str:
+    return "–" if p is None else f"{p:.3g}"
+
+
+def _seeds(n: int | str | None) -> str:
+    return "–" if n is None else str(n)
+
+
+def _test_tag(c: Comparison) -> str:
+    return {"exact sign-flip (no spread)": " (sign-flip)", "exact McNemar (one unit)": " (McNemar)"}.get(c.test, "")
+
+
+def protocol(s: Summary) -> str:
+    """The two sentences at the top of summary.md: how the winner is picked and how groups are compared."""
+    boot = (f"a bootstrap CI (B={s.bootstrap}) over units and class-stratified test examples" if s.bootstrap > 0
+            else "no bootstrap (turned off)")
+    return (f"Protocol: the winner at each data size is the group with the best mean validation accuracy "
+            f"(best checkpoint); its test accuracy is reported, never used to choose. Every group is compared "
+            f"with the reference ({_reference_name(s)}) as a paired difference over the (seed, split_seed) units both "
+            f"ran, Holm-corrected over m={s.m} comparisons, with {boot}.")
+
+
+def _reference_name(s: Summary) -> str:
+    found = sorted({g.strategy for g in s.references.values()})
+    return ", ".join(found) if found else f"{s.reference}, not found"
+
+
+def to_markdown(s: Summary) -> str:
+    lines = [f"# Sweep summary: {', '.join(map(str, s.folders))}", "", protocol(s), "",
+             f"Metric: target {METRIC} (%), mean over units; val: the best checkpoint's validation accuracy (%); "
+             "95% CI from Student's t.", "",
+             "| group | data | n | failed | val mean | test mean | std | 95% CI |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for g in s.groups:
+        ci = "–" if g.ci95 is None else f"[{_pct(g.mean - g.ci95)}, {_pct(g.mean + g.ci95)}]"
+        lines.append(f"| {g.strategy} | {g.data} | {g.n} | {g.failed} | {_pct(g.val_mean)} | "
+                     f"{_pct(g.mean if g.n else None)} | {_pct(g.std)} | {ci} |")
+    lines.append("")
+    for size, w in s.winners.items():
+        if w.group is None:
+            lines.append(f"No winner at data={size}: {w.note}.")
+        else:
+            g = w.group
+            lines.append(f"Winner on validation at data={size}: {g.strategy} (val {_pct(g.val_mean)}%, "
+                         f"test {_pct(g.mean)}%, n={g.n})")
+    lines += ["", "## Differences from the reference", ""]
+    if not s.comparisons:
+        lines.append(f"No comparisons: no reference group {s.reference!r} with a partner to compare "
+                     "(see the notes)." if not s.references else "No comparisons: the reference is the only group.")
+    else:
+        alpha = stats.ALPHA / max(1, s.m)
+        lines += [f"Group minus reference, in accuracy points. p: two-sided paired t-test over units (marked "
+                  f"where the differences have no spread and the exact sign-flip p is used, or where one unit "
+                  f"leaves only McNemar's test on the predictions); significant: Holm p < {stats.ALPHA}. Seeds "
+                  f"for 1pt / 2pt: the smallest n with 80% power at alpha/m = {stats.ALPHA}/{s.m} = {alpha:.3g} "
+                  "(Holm's strictest step), given the observed sd of the differences.", "",
+                  "| group vs reference | data | n pairs | diff | 95% t-CI | bootstrap 95% CI | p | Holm p | "
+                  "significant | d_z | seeds for 1pt / 2pt |",
+                  "|---|---|---:|---:|---|---|---:|---:|---|---:|---|"]
+        for c in s.comparisons:
+            boot = _interval(*c.boot) if c.boot else (c.boot_note or "–")
+            d_z = "–" if c.diff.d_z is None else f"{c.diff.d_z:.2f}"
+            lines.append(f"| {c.group.strategy} vs {c.reference.strategy} | {c.data} | {c.n} | {_pts(c.diff.mean)} "
+                         f"| {_interval(c.diff.ci_low, c.diff.ci_high)} | {boot} | {_p(c.p)}{_test_tag(c)} | "
+                         f"{_p(c.p_holm)} | {'yes' if c.significant else 'no'} | {d_z} | "
+                         f"{_seeds(c.seeds_1pt)} / {_seeds(c.seeds_2pt)} |")
+    notes = _notes(s)
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    if s.failed:
+        lines += ["", "## Failed jobs", "", "| run | strategy | data | seed | error |", "|---|---|---|---:|---|"]
+        for r in s.failed:
+            lines.append(f"| {Path(r.get(DIR, r.get('run_dir', '?'))).name} | {(r.get('strategy') or {}).get('name')} "
+                         f"| {r.get('fraction') if r.get('samples_per_class') is None else r.get('samples_per_class')} "
+                         f"| {r.get('seed')} | {r.get('error', '?')} |")
+    if s.incomplete:
+        lines += ["", "## Incomplete jobs (no results.json yet)", ""] + [f"- {p}" for p in s.incomplete]
+    return "\n".join(lines) + "\n"
+
+
+def _notes(s: Summary) -> list[str]:
+    notes = list(s.notes)
+    for c in s.comparisons:
+        if c.dropped:
+            gone = "; ".join(f"{', '.join(map(fmt_unit, us))} ({lab} only)" for lab, us in c.dropped.items())
+            notes.append(f"{c.group.strategy} vs {c.reference.strategy} at data={c.data}: paired on the {c.n} shared "
+                         f"unit{'s' if c.n != 1 else ''}; dropped {gone}.")
+        if c.test == "exact sign-flip (no spread)":
+            notes.append(f"{c.group.strategy} vs {c.reference.strategy} at data={c.data}: the same difference on "
+                         f"every unit (no spread); p is the exact sign-flip p, 2/2^{c.n} = {c.p:.3g}.")
+    missing: dict[str, list[str]] = {}
+    for c in s.comparisons:
+        if c.boot is None and c.boot_note and c.boot_note != "bootstrap off":
+            missing.setdefault(c.boot_note, []).append(f"{c.group.strategy} (data={c.data})")
+    for why, which in missing.items():
+        notes.append(f"No bootstrap CI ({why}; runs save predictions.npz since it was added): {', '.join(which)}.")
+    few = [f"{c.group.strategy} (data={c.data}, n={c.n})" for c in s.comparisons if c.boot is not None and 1 < c.n < 5]
+    if few:
+        notes.append("With fewer than 5 units the bootstrap has almost no seed-to-seed variation to resample, so "
+                     f"its interval is too narrow; read the t-CI: {', '.join(few)}.")
+    singles = [f"{g.strategy} (data={g.data})" for g in s.groups if g.n == 1]
+    if singles:
+        notes.append(f"n=1, no spread and no t-test: {', '.join(singles)}.")
+    if any(c.test == "exact McNemar (one unit)" for c in s.comparisons):
+        notes.append("A McNemar p (one shared unit) covers the test examples' noise only, not seed-to-seed "
+                     "variation: run more seeds before trusting it.")
+    for kept, dropped in s.kept_newest:
+        notes.append(f"Duplicate run: kept the newer {kept}, dropped {dropped} (--keep-newest).")
+    return notes
+
+
+def _num(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return repr(float(x)) if isinstance(x, float) else str(x)
+
+
+def _units(units: list[tuple[int, int]], splits: bool) -> str:
+    return " ".join(f"{a}/{b}" if splits else str(a) for a, b in units)
+
+
+def _splits(s: Summary) -> bool:
+    """Whether units are written as seed/split_seed (only when some split_seed is not 0)."""
+    return any(u[1] for g in s.groups for u in g.values)
+
+
+def to_csv(s: Summary) -> str:
+    """summary.csv: one row per group."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["strategy", "data", "n", "failed", "val_mean", "mean", "std", "ci95_low", "ci95_high", "seeds"])
+    splits = _splits(s)
+    for g in s.groups:
+        half = g.ci95
+        w.writerow([g.strategy, g.data, g.n, g.failed, _num(g.val_mean), _num(g.mean if g.n else None), _num(g.std),
+                    _num(None if half is None else g.mean - half), _num(None if half is None else g.mean + half),
+                    _units(g.units, splits)])
+    return buf.getvalue()
+
+
+def comparisons_csv(s: Summary) -> str:
+    """comparisons.csv: one row per comparison, every number unrounded (accuracy as a fraction)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["group", "reference", "data", "n_pairs", "units", "dropped_units", "diff", "sd", "ci95_low",
+                "ci95_high", "boot_low", "boot_high", "boot_note", "p", "test", "p_holm", "p_sign_flip", "p_mcnemar",
+                "significant", "d_z", "seeds_1pt", "seeds_2pt"])
+    splits = _splits(s)
+    for c in s.comparisons:
+        d = c.diff
+        dropped = "; ".join(f"{lab}: {_units(us, splits)}" for lab, us in c.dropped.items())
+        boot = c.boot or (None, None)
+        w.writerow([c.group.strategy, c.reference.strategy, c.data, c.n, _units(c.units, splits), dropped,
+                    _num(d.mean), _num(d.sd), _num(d.ci_low), _num(d.ci_high), _num(boot[0]), _num(boot[1]),
+                    c.boot_note, _num(c.p), c.test, _num(c.p_holm), _num(d.p_sign_flip), _num(c.mcnemar),
+                    "yes" if c.significant else "no", _num(d.d_z), _num(c.seeds_1pt), _num(c.seeds_2pt)])
+    return buf.getvalue()

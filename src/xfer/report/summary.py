@@ -1,0 +1,301 @@
+"""A sweep's groups and comparisons, following the research protocol: the winner is picked on
+validation, and every group is compared with the reference as a paired difference over the
+(seed, split_seed) units both ran, Holm-corrected over every comparison in the summary."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xfer.report import stats
+from xfer.report.collect import (DIR, Folders, ReportError, as_folders, collect, data_size, fingerprint,
+                                 load_predictions, unit)
+from xfer.report.labels import run_labels
+
+METRIC = "test/acc"
+DEFAULT_REFERENCE = "scratch"
+Unit = tuple[int, int]  # (seed, split_seed)
+
+
+@dataclass(eq=False)  # identity: two groups with equal numbers are still two groups
+class Group:
+    """The ok runs of one label at one data size, keyed by unit, plus how many of its jobs failed."""
+
+    strategy: str  # the label: strategy name, varying settings, differing overrides, experiment prefix
+    data: Any
+    name: str  # the bare strategy name
+    experiment: str | None
+    values: dict[Unit, float] = field(default_factory=dict)  # test accuracy
+    val: dict[Unit, float] = field(default_factory=dict)  # best-checkpoint validation accuracy, where recorded
+    runs: dict[Unit, dict[str, Any]] = field(default_factory=dict)
+    failed: int = 0
+
+    @property
+    def short(self) -> str:
+        """The label without its experiment prefix."""
+        prefix = f"{self.experiment}/"
+        return self.strategy[len(prefix):] if self.experiment and self.strategy.startswith(prefix) else self.strategy
+
+    @property
+    def fraction(self) -> Any:
+        return self.data
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def units(self) -> list[Unit]:
+        return sorted(self.values)
+
+    @property
+    def mean(self) -> float:
+        return stats.mean_sd_ci(list(self.values.values()))[0]
+
+    @property
+    def std(self) -> float | None:
+        return stats.mean_sd_ci(list(self.values.values()))[1]
+
+    @property
+    def ci95(self) -> float | None:
+        """Half-width of the 95% Student-t CI of the mean test accuracy (None for n < 2)."""
+        return stats.mean_sd_ci(list(self.values.values()))[2]
+
+    @property
+    def val_mean(self) -> float | None:
+        return float(np.mean(list(self.val.values()))) if self.val else None
+
+
+@dataclass(eq=False)
+class Comparison:
+    """One group against the reference at the same data size, paired on the units both ran."""
+
+    group: Group
+    reference: Group
+    units: list[Unit]
+    dropped: dict[str, list[Unit]]  # label -> its units without a partner
+    diff: stats.PairedDiff
+    p: float | None  # the primary p: paired t, exact sign-flip (no spread), McNemar (one unit)
+    test: str
+    mcnemar: float | None = None
+    boot: tuple[float, float] | None = None
+    boot_note: str = ""  # why there is no bootstrap CI
+    p_holm: float | None = None
+    significant: bool = False
+    seeds_1pt: int | str | None = None
+    seeds_2pt: int | str | None = None
+
+    @property
+    def data(self) -> Any:
+        return self.group.data
+
+    @property
+    def n(self) -> int:
+        return len(self.units)
+
+
+@dataclass
+class Winner:
+    data: Any
+    group: Group | None
+    note: str = ""
+
+
+@dataclass
+class Summary:
+    folders: list[Path]
+    groups: list[Group]
+    comparisons: list[Comparison]
+    winners: dict[Any, Winner]
+    references: dict[Any, Group]  # data size -> its reference group
+    reference: str
+    failed: list[dict[str, Any]]
+    incomplete: list[str]
+    runs: list[dict[str, Any]]  # the ok runs kept
+    notes: list[str] = field(default_factory=list)
+    kept_newest: list[tuple[str, str]] = field(default_factory=list)  # (kept, dropped) run folders
+    bootstrap: int = 0
+
+    @property
+    def m(self) -> int:
+        """Size of the Holm family: comparisons that have a p-value."""
+        return sum(c.p is not None for c in self.comparisons)
+
+    @property
+    def sizes(self) -> list[Any]:
+        return sorted({g.data for g in self.groups}, key=size_key)
+
+
+def size_key(size: Any) -> tuple[int, float, str]:
+    """Data sizes in order: fractions by value, then samples-per-class labels."""
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        return 0, float(size), ""
+    return (1, 0.0, str(size)) if size is not None else (2, 0.0, "")
+
+
+def fmt_unit(u: Unit) -> str:
+    return f"seed {u[0]}" if u[1] == 0 else f"seed {u[0]} split {u[1]}"
+
+
+def _group_runs(ok: list[dict[str, Any]], failed: list[dict[str, Any]], keep_newest: bool
+                ) -> tuple[dict[tuple[str, Any], Group], list[tuple[str, str]]]:
+    labels = run_labels(ok, failed)
+    groups: dict[tuple[str, Any], Group] = {}
+    kept: list[tuple[str, str]] = []
+
+    def group_of(r: dict[str, Any]) -> Group:
+        key = (labels[id(r)], data_size(r))
+        if key not in groups:
+            groups[key] = Group(key[0], key[1], (r.get("strategy") or {}).get("name", "?"), r.get("experiment"))
+        return groups[key]
+
+    for r in ok:
+        g, u = group_of(r), unit(r)
+        old = g.runs.get(u)
+        if old is not None:
+            if not keep_newest:
+                raise ReportError(
+                    f"duplicate runs of {g.strategy} at data={g.data}, {fmt_unit(u)}: {old[DIR]} and {r[DIR]}; "
+                    "delete one of the two folders, or pass --keep-newest to keep the newer run")
+            if float(r.get("started_unix") or 0) <= float(old.get("started_unix") or 0):
+                kept.append((old[DIR], r[DIR]))
+                continue
+            kept.append((r[DIR], old[DIR]))
+        g.runs[u] = r
+        g.values[u] = float(r["target"]["test"][METRIC])
+        best_val = (r.get("target") or {}).get("best_val")
+        if best_val is not None:
+            g.val[u] = float(best_val)
+        else:
+            g.val.pop(u, None)
+    for r in failed:
+        group_of(r).failed += 1
+    return groups, kept
+
+
+def _pick_reference(members: list[Group], reference: str, runs_per_exp: Counter) -> list[Group]:
+    """The groups at one data size that ``reference`` names: by label, else by label without the
+    experiment prefix, else by strategy name; several experiments: the one with the most runs."""
+    ok = [g for g in members if g.n > 0]
+    found = ([g for g in ok if g.strategy == reference] or [g for g in ok if g.short == reference]
+             or [g for g in ok if g.name == reference])
+    if len({g.experiment for g in found}) > 1:
+        best = max(runs_per_exp[g.experiment] for g in found)
+        found = [g for g in found if runs_per_exp[g.experiment] == best]
+    return found
+
+
+def _prediction_pairs(c: Comparison, cache: dict[str, Any]) -> tuple[list[tuple], str]:
+    """Per shared unit (labels, correct_a, correct_b) on the same test examples, or why there are none."""
+    out = []
+    for u in c.units:
+        ra, rb = c.group.runs[u], c.reference.runs[u]
+        fa, fb = fingerprint(ra), fingerprint(rb)
+        if fa and fb and fa != fb:
+            return [], f"test sets differ at {fmt_unit(u)} (test_ids {fa} vs {fb})"
+        pa, pb = (cache.setdefault(r[DIR], load_predictions(r)) for r in (ra, rb))
+        if pa is None or pb is None:
+            return [], "no predictions"
+        if not (np.array_equal(pa["index"], pb["index"]) and np.array_equal(pa["label"], pb["label"])):
+            return [], f"test sets differ at {fmt_unit(u)} (example indices)"
+        out.append((pa["label"], pa["pred"] == pa["label"], pb["pred"] == pb["label"]))
+    return out, ""
+
+
+def _compare(g: Group, ref: Group, bootstrap: int, seed: int, cache: dict[str, Any]) -> Comparison | None:
+    shared = sorted(set(g.values) & set(ref.values))
+    if not shared:
+        return None
+    dropped = {lab: sorted(set(grp.values) - set(shared)) for lab, grp in ((g.strategy, g), (ref.strategy, ref))}
+    diff = stats.paired_difference([g.values[u] for u in shared], [ref.values[u] for u in shared])
+    c = Comparison(g, ref, shared, {k: v for k, v in dropped.items() if v}, diff, diff.p, diff.test)
+    if bootstrap <= 0 and len(shared) > 1:
+        c.boot_note = "bootstrap off"
+        return c
+    pairs, c.boot_note = _prediction_pairs(c, cache)
+    if pairs and len(shared) == 1:
+        c.mcnemar = stats.mcnemar_exact(pairs[0][1], pairs[0][2])
+        c.p, c.test = c.mcnemar, "exact McNemar (one unit)"
+    if pairs and bootstrap > 0:
+        c.boot = stats.bootstrap_diff(pairs, n_boot=bootstrap, seed=seed)
+    elif pairs:
+        c.boot_note = "bootstrap off"
+    return c
+
+
+def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest: bool = False,
+              bootstrap: int = 2000, bootstrap_seed: int = 0) -> Summary:
+    """Read every run under ``folders`` and build the groups, the winners (on validation) and the
+    comparisons with the reference. Raises ReportError for duplicate runs (unless ``keep_newest``) and
+    for a reference other than the default that names no group."""
+    runs, incomplete = collect(folders)
+    ok = [r for r in runs if r.get("status") == "ok"]
+    failed = [r for r in runs if r.get("status") != "ok"]
+    unscored = {id(r) for r in ok if not isinstance(((r.get("target") or {}).get("test") or {}).get(METRIC),
+                                                    (int, float))}
+    if unscored:  # an ok status without the metric: a file written by something else; never guess
+        incomplete += [f"{r[DIR]} (results.json has no target {METRIC})" for r in ok if id(r) in unscored]
+        ok = [r for r in ok if id(r) not in unscored]
+    by_key, kept = _group_runs(ok, failed, keep_newest)
+    dropped_dirs = {d for _, d in kept}
+    ok = [r for r in ok if r[DIR] not in dropped_dirs]
+    groups = sorted(by_key.values(), key=lambda g: (size_key(g.data), -(g.val_mean if g.val_mean is not None
+                                                                      else -math.inf), -_mean0(g), g.strategy))
+    s = Summary(as_folders(folders), groups, [], {}, {}, reference, failed, incomplete, ok, [], kept, bootstrap)
+    runs_per_exp = Counter(r.get("experiment") for r in ok)
+    cache: dict[str, Any] = {}
+    for size in s.sizes:
+        members = [g for g in groups if g.data == size]
+        s.winners[size] = _winner(size, members)
+        found = _pick_reference(members, reference, runs_per_exp)
+        if len(found) > 1:
+            names = ", ".join(g.strategy for g in found)
+            if reference != DEFAULT_REFERENCE:
+                raise ReportError(f"reference {reference!r} is ambiguous at data={size}: it matches {names}; "
+                                  "pass one of these labels with --reference")
+            s.notes.append(f"Reference {reference!r} is ambiguous at data={size} ({names}): no comparisons there.")
+            continue
+        if not found:
+            s.notes.append(f"No reference group {reference!r} at data={size}: no comparisons there.")
+            continue
+        s.references[size] = ref = found[0]
+        for g in members:
+            if g is not ref and g.n > 0:
+                c = _compare(g, ref, bootstrap, bootstrap_seed, cache)
+                if c is None:
+                    s.notes.append(f"{g.strategy} vs {ref.strategy} at data={size}: no (seed, split_seed) unit "
+                                   "in common; not compared.")
+                else:
+                    s.comparisons.append(c)
+    if reference != DEFAULT_REFERENCE and groups and not s.references:
+        names = sorted({g.strategy for g in groups} | {g.name for g in groups})
+        raise ReportError(f"reference {reference!r} matches no group; allowed: a label or strategy name of this "
+                          f"sweep ({', '.join(names)})")
+    _correct(s)
+    return s
+
+
+def _mean0(g: Group) -> float:
+    return g.mean if g.n else -math.inf
+
+
+def _winner(size: Any, members: list[Group]) -> Winner:
+    scored = [g for g in members if g.n > 0 and g.val_mean is not None]
+    if not scored:
+        return Winner(size, None, "no run recorded a validation accuracy (best_val); no winner is picked on test")
+    return Winner(size, max(scored, key=lambda g: (g.val_mean, g.n)))
+
+
+def _correct(s: Summary) -> None:
+    """Holm over every comparison, and the seeds a 1- and 2-point difference would need at Holm's
+    strictest level alpha/m."""
+    for c, p in zip(s.comparisons, stats.holm([c.p for c in s.comparisons])):
+        c.p_holm = p
+        c.significant = p is not None and p < stats.ALPHA
+        alpha = stats.ALPHA / max(1, s.m)
+        c.seeds_1pt = stats.seeds_needed(c.diff.sd, 0.01, alpha)
+        c.seeds_2pt = stats.seeds_needed(c.diff.sd, 0.02, alpha)
