@@ -71,7 +71,9 @@ def fit_and_test(cfg: DictConfig, module: TransferModule, dm: pl.LightningDataMo
     trainer = build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     best = None if trainer.fast_dev_run else "best"
-    tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+    tested = [{}]
+    if stage != "target" or cfg.get("eval_test", True):  # a tuning trial never looks at the test split
+        tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
     ckpt = trainer.checkpoint_callback
     best_val = float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None
     return StageResult(dict(tested[0]), time.perf_counter() - start, best_val,
@@ -203,13 +205,14 @@ def best_predictions(cfg: DictConfig, module: TransferModule, dm, trainer: pl.Tr
     best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
     if best and Path(best).is_file():
         module.load_state_dict(load_checkpoint(best)["state_dict"])
+    splits = ("val", "test") if cfg.get("eval_test", True) else ("val",)
     limits: dict[str, int | None] = {}
-    for split, counts in (("val", trainer.num_val_batches), ("test", trainer.num_test_batches)):
+    for split, counts in (("val", trainer.num_val_batches), ("test", trainer.num_test_batches))[:len(splits)]:
         batches = sum(counts) if counts else None
         n = None if batches is None or batches == float("inf") else int(batches) * int(dm.eval_batch_size)
         limits[split] = n if n is not None and n < len(dm.datasets[split]) else None
     on_gpu = torch.cuda.is_available() and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
-    return predictions.predict(module, dm, limits, "cuda" if on_gpu else "cpu")
+    return predictions.predict(module, dm, limits, "cuda" if on_gpu else "cpu", splits)
 
 
 def count_params(module: torch.nn.Module, strat, optim: dict[str, Any], epochs: int) -> dict[str, int]:
@@ -309,7 +312,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),
             "dropped": target_dm.dropped, "groups": target_dm.group_counts,
             "test_ids": target_dm.fingerprint("test"),
-            "predictions_acc": None if preds is None else predictions.accuracy(preds, "test"),
+            "predictions_acc": None if preds is None or "test_pred" not in preds else predictions.accuracy(preds, "test"),
             "class_names": list(target_dm.spec.class_names), "confusion_matrix": module.test_confusion,
         },
         "params": count_params(module, strat, optim, int(cfg.trainer.max_epochs)),

@@ -20,7 +20,7 @@ SPLITS = ("val", "test")
 
 @torch.no_grad()
 def predict(module: torch.nn.Module, dm, limits: dict[str, int | None] | None = None,
-            device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+            device: torch.device | str = "cpu", splits: tuple[str, ...] = SPLITS) -> dict[str, np.ndarray]:
     """The arrays above, from ``module`` in eval mode on ``dm``'s val and test loaders. ``limits``
     keeps only the first n examples of a split (the batches a limited Lightning loop scored)."""
     was_training = module.training
@@ -29,7 +29,7 @@ def predict(module: torch.nn.Module, dm, limits: dict[str, int | None] | None = 
     module.to(device)
     out: dict[str, np.ndarray] = {}
     try:
-        for split in SPLITS:
+        for split in splits:
             probs, labels = [], []
             for x, y in getattr(dm, f"{split}_dataloader")():
                 probs.append(torch.softmax(module(x.to(device)).float(), dim=1).cpu())

@@ -156,6 +156,7 @@ TOP: dict[str, Any] = {
     "threads": integer(1).or_null(),
     "ckpt_path": STRING.or_null(),
     "resume": STRING.or_null(),
+    "eval_test": BOOL,
     "source_stage": SOURCE_STAGE,
 }
 _RATIO = either(integer(0), number(ge=0, le=1))
