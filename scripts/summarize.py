@@ -1,7 +1,7 @@
 """Rebuild a sweep's summary.md, summary.csv, comparisons.csv and plots from its runs' results.json files.
 
     python scripts/summarize.py logs/img2txt/multiruns/<stamp> [MORE_FOLDERS...] [--reference NAME]
-        [--keep-newest] [--no-plots] [--bootstrap N]
+        [--contrast A:B ...] [--keep-newest] [--no-plots] [--bootstrap N]
 
 Several folders are merged (a sweep and a separate text-baseline sweep); the summary goes into the first.
 """
@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", type=Path, nargs="+", help="sweep folders (or any folders holding runs)")
     parser.add_argument("--reference", default="scratch",
                         help="the group every other group is compared with: a label or strategy name (scratch)")
+    parser.add_argument("--contrast", action="append", default=None, metavar="A:B",
+                        help="a planned contrast A minus B, Holm-corrected with the rest (repeatable; "
+                             "default linear_probe:frozen_random where both ran; none: no contrasts)")
     parser.add_argument("--keep-newest", action="store_true",
                         help="of two runs of the same group and unit, keep the newer instead of refusing")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
@@ -33,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     from xfer.report import ReportError, collect, write_summary
+    from xfer.report.summary import DEFAULT_CONTRASTS
 
     runs, _ = collect(args.folders)
     if not runs:
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         write_summary(args.folders, plots=not args.no_plots, reference=args.reference,
-                      keep_newest=args.keep_newest, bootstrap=args.bootstrap)
+                      keep_newest=args.keep_newest, bootstrap=args.bootstrap,
+                      contrasts=DEFAULT_CONTRASTS if args.contrast is None else args.contrast)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -507,3 +507,30 @@ def test_report_modules_import_without_cycles():
 
     for name in graph:
         visit(name, ())
+
+
+def test_the_frozen_random_control_is_a_planned_contrast_in_the_holm_family(tmp_path: Path):
+    """linear_probe vs frozen_random (trained vs random frozen trunk) is compared by default wherever both
+    ran, corrected together with the comparisons against scratch; other contrasts can be asked for."""
+    rng = np.random.default_rng(3)
+    for seed in range(5):
+        base = 0.70 + rng.normal(0, 0.01)
+        for name, lift in (("scratch", 0.0), ("linear_probe", 0.01), ("frozen_random", -0.09), ("finetune", 0.0)):
+            _run(tmp_path, name, seed, float(base + lift + rng.normal(0, 0.005)))
+    s = summarize(tmp_path, bootstrap=0)
+    pairs = {(c.group.name, c.reference.name): c for c in s.comparisons}
+    assert set(pairs) == {("linear_probe", "scratch"), ("frozen_random", "scratch"), ("finetune", "scratch"),
+                          ("linear_probe", "frozen_random")}
+    control = pairs[("linear_probe", "frozen_random")]
+    assert control.contrast and control.diff.mean == pytest.approx(0.10, abs=0.01) and control.significant
+    assert s.m == 4 and control.p_holm >= control.p  # in the family, not beside it
+    assert "plus the planned contrast linear_probe vs frozen_random" in (write_summary(tmp_path, plots=False, bootstrap=0)
+                                                                       and (tmp_path / "summary.md").read_text())
+    assert {(c.group.name, c.reference.name) for c in summarize(tmp_path, bootstrap=0, contrasts="none").comparisons} \
+        == {("linear_probe", "scratch"), ("frozen_random", "scratch"), ("finetune", "scratch")}
+    asked = summarize(tmp_path, bootstrap=0, contrasts=["finetune:linear_probe"])
+    assert any(c.contrast and (c.group.name, c.reference.name) == ("finetune", "linear_probe") for c in asked.comparisons)
+    with pytest.raises(ReportError, match="contrast lp_ft:scratch matches no pair of groups"):
+        summarize(tmp_path, bootstrap=0, contrasts=["lp_ft:scratch"])
+    with pytest.raises(ReportError, match="contrast 'finetune'; allowed: A:B"):
+        summarize(tmp_path, bootstrap=0, contrasts=["finetune"])

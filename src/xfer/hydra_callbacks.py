@@ -15,8 +15,9 @@ class SummarizeSweep(Callback):
     """Writes summary.md, summary.csv, comparisons.csv and the plots into the sweep folder, and prints the
     winner on validation per data size and every comparison that survives Holm's correction."""
 
-    def __init__(self, reference: str = "scratch") -> None:
+    def __init__(self, reference: str = "scratch", contrasts: Any = ("linear_probe:frozen_random",)) -> None:
         self.reference = reference
+        self.contrasts = [str(c) for c in contrasts] if contrasts else []
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from xfer.report import ReportError, write_summary
@@ -25,7 +26,7 @@ class SummarizeSweep(Callback):
         rerun = f"python scripts/summarize.py {folder}" + (f" --reference {self.reference}"
                                                             if self.reference != "scratch" else "")
         try:
-            s = write_summary(folder, reference=self.reference)
+            s = write_summary(folder, reference=self.reference, contrasts=self.contrasts)
         except ReportError as err:  # the sweep's runs are fine; only the summary needs a decision
             log.error("no sweep summary: %s (then rerun: %s)", err, rerun)
             return

@@ -75,7 +75,7 @@ def plot_differences(s: Summary, folder: Path) -> Path | None:
     fig, axes = _panels(len(sizes), rows, width=6)
     for ax, size in zip(axes, sizes):
         ref = s.references[size]
-        here = [c for c in s.comparisons if c.data == size]
+        here = [c for c in s.comparisons if c.data == size and c.reference is ref]  # contrasts: table only
         other = [c for c in here if c.group.experiment and ref.experiment and c.group.experiment != ref.experiment]
         dots = sorted((c for c in here if c not in other), key=lambda c: c.diff.mean)
         for y, c in enumerate(dots):

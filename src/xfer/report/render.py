@@ -43,7 +43,12 @@ def protocol(s: Summary) -> str:
     return (f"Protocol: the winner at each data size is the group with the best mean validation accuracy "
             f"(best checkpoint); its test accuracy is reported, never used to choose. Every group is compared "
             f"with the reference ({_reference_name(s)}) as a paired difference over the (seed, split_seed) units both "
-            f"ran, Holm-corrected over m={s.m} comparisons, with {boot}.")
+            f"ran{_contrasts_text(s)}, Holm-corrected together over m={s.m} comparisons, with {boot}.")
+
+
+def _contrasts_text(s: Summary) -> str:
+    made = [f"{c.group.strategy} vs {c.reference.strategy}" for c in s.comparisons if c.contrast]
+    return f", plus the planned contrast{'s' if len(made) > 1 else ''} {', '.join(dict.fromkeys(made))}" if made else ""
 
 
 def _reference_name(s: Summary) -> str:

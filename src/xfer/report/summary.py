@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ from xfer.report.labels import run_labels
 
 METRIC = "test/acc"
 DEFAULT_REFERENCE = "scratch"
+# Planned contrasts beyond "every group vs the reference", each "A:B" (A minus B), made wherever both
+# groups exist and Holm-corrected with the rest. linear_probe vs frozen_random is the frozen-random-trunk
+# control: it separates what pretraining gives from what freezing gives.
+DEFAULT_CONTRASTS = ("linear_probe:frozen_random",)
 Unit = tuple[int, int]  # (seed, split_seed)
 
 
@@ -88,6 +93,7 @@ class Comparison:
     significant: bool = False
     seeds_1pt: int | str | None = None
     seeds_2pt: int | str | None = None
+    contrast: bool = False  # a planned contrast (not against the reference)
 
     @property
     def data(self) -> Any:
@@ -119,6 +125,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     kept_newest: list[tuple[str, str]] = field(default_factory=list)  # (kept, dropped) run folders
     bootstrap: int = 0
+    contrasts: tuple[str, ...] = ()  # the planned contrasts asked for, "A:B"
 
     @property
     def m(self) -> int:
@@ -227,11 +234,31 @@ def _compare(g: Group, ref: Group, bootstrap: int, seed: int, cache: dict[str, A
     return c
 
 
+def parse_contrasts(contrasts: Sequence[str] | str | None) -> tuple[tuple[str, str], ...]:
+    """``["A:B", ...]`` (or one comma-separated string) as pairs; "none" or empty: no contrasts."""
+    if contrasts is None:
+        return ()
+    items = contrasts.split(",") if isinstance(contrasts, str) else list(contrasts)
+    out = []
+    for item in (str(i).strip() for i in items):
+        if not item or item == "none":
+            continue
+        a, sep, b = item.partition(":")
+        if not sep or not a.strip() or not b.strip() or a.strip() == b.strip():
+            raise ReportError(f"contrast {item!r}; allowed: A:B with two different group labels or strategy "
+                              "names (A minus B), e.g. linear_probe:frozen_random, or none")
+        out.append((a.strip(), b.strip()))
+    return tuple(out)
+
+
 def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest: bool = False,
-              bootstrap: int = 2000, bootstrap_seed: int = 0) -> Summary:
-    """Read every run under ``folders`` and build the groups, the winners (on validation) and the
-    comparisons with the reference. Raises ReportError for duplicate runs (unless ``keep_newest``) and
-    for a reference other than the default that names no group."""
+              bootstrap: int = 2000, bootstrap_seed: int = 0,
+              contrasts: Sequence[str] | str | None = DEFAULT_CONTRASTS) -> Summary:
+    """Read every run under ``folders`` and build the groups, the winners (on validation), the
+    comparisons with the reference and the planned ``contrasts``. Raises ReportError for duplicate runs
+    (unless ``keep_newest``), for a reference other than the default that names no group, and for an
+    asked-for contrast that matches no pair of groups."""
+    pairs = parse_contrasts(contrasts)
     runs, incomplete = collect(folders)
     ok = [r for r in runs if r.get("status") == "ok"]
     failed = [r for r in runs if r.get("status") != "ok"]
@@ -245,7 +272,9 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
     ok = [r for r in ok if r[DIR] not in dropped_dirs]
     groups = sorted(by_key.values(), key=lambda g: (size_key(g.data), -(g.val_mean if g.val_mean is not None
                                                                       else -math.inf), -_mean0(g), g.strategy))
-    s = Summary(as_folders(folders), groups, [], {}, {}, reference, failed, incomplete, ok, [], kept, bootstrap)
+    s = Summary(as_folders(folders), groups, [], {}, {}, reference, failed, incomplete, ok, [], kept, bootstrap,
+                tuple(f"{a}:{b}" for a, b in pairs))
+    made: set[tuple[str, str]] = set()
     runs_per_exp = Counter(r.get("experiment") for r in ok)
     cache: dict[str, Any] = {}
     for size in s.sizes:
@@ -271,6 +300,24 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
                                    "in common; not compared.")
                 else:
                     s.comparisons.append(c)
+        for a, b in pairs:
+            fa, fb = (_pick_reference(members, name, runs_per_exp) for name in (a, b))
+            if len(fa) != 1 or len(fb) != 1:
+                continue
+            ga, gb = fa[0], fb[0]
+            if any({c.group, c.reference} == {ga, gb} for c in s.comparisons):
+                made.add((a, b))
+                continue
+            c = _compare(ga, gb, bootstrap, bootstrap_seed, cache)
+            if c is not None:
+                c.contrast = True
+                s.comparisons.append(c)
+                made.add((a, b))
+    asked = pairs if tuple(contrasts or ()) != DEFAULT_CONTRASTS else ()
+    missing = [f"{a}:{b}" for a, b in asked if (a, b) not in made]
+    if missing and groups:
+        raise ReportError(f"contrast {missing[0]} matches no pair of groups with shared units; allowed: labels or "
+                          f"strategy names of this sweep ({', '.join(sorted({g.strategy for g in groups}))})")
     if reference != DEFAULT_REFERENCE and groups and not s.references:
         names = sorted({g.strategy for g in groups} | {g.name for g in groups})
         raise ReportError(f"reference {reference!r} matches no group; allowed: a label or strategy name of this "

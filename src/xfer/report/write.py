@@ -1,21 +1,23 @@
 """Writing a summary to disk: the tables and the figures, into the first folder given."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from xfer.io import atomic_write_bytes
 from xfer.report.collect import Folders, as_folders
 from xfer.report.plots import write_plots
 from xfer.report.render import comparisons_csv, to_csv, to_markdown
-from xfer.report.summary import DEFAULT_REFERENCE, Summary, summarize
+from xfer.report.summary import DEFAULT_CONTRASTS, DEFAULT_REFERENCE, Summary, summarize
 
 
 def write_summary(folders: Folders, plots: bool = True, reference: str = DEFAULT_REFERENCE,
-                  keep_newest: bool = False, bootstrap: int = 2000) -> Summary:
+                  keep_newest: bool = False, bootstrap: int = 2000,
+                  contrasts: Sequence[str] | str | None = DEFAULT_CONTRASTS) -> Summary:
     """Summarize the runs under ``folders`` (one folder, or several merged: a sweep and a separate
     baseline sweep) and write summary.md, summary.csv, comparisons.csv and the plots into the first."""
     out = as_folders(folders)[0]
-    s = summarize(folders, reference=reference, keep_newest=keep_newest, bootstrap=bootstrap)
+    s = summarize(folders, reference=reference, keep_newest=keep_newest, bootstrap=bootstrap, contrasts=contrasts)
     atomic_write_bytes(out / "summary.md", to_markdown(s).encode())
     atomic_write_bytes(out / "summary.csv", to_csv(s).encode())
     atomic_write_bytes(out / "comparisons.csv", comparisons_csv(s).encode())
