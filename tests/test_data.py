@@ -198,6 +198,9 @@ def test_group_column_mistakes_get_one_line_errors(tmp_path):
     assert "'author'" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(DataError, match="reader 'mnist5k' has no group ids; allowed: null, or .*csv"):
         ImageDataModule("mnist5k", group_column="writer")
+    _write_csv(tmp_path / "two.csv", [(f"t{i}", "a" if i % 2 else "b", f"x{i % 2}") for i in range(200)])
+    with pytest.raises(DataError, match="group_column='author' has only 2 groups and a split gets whole groups"):
+        TextDataModule("csv", reader="csv", path=str(tmp_path / "two.csv"), group_column="author").setup()
     folder = tmp_path / "given"
     folder.mkdir()
     _write_csv(folder / "train.csv", [(f"t{i}", "a" if i % 2 else "b", f"x{i % 7}") for i in range(200)])

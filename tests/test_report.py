@@ -278,7 +278,9 @@ def test_a_missing_seed_pairs_on_the_shared_units_and_says_which_were_dropped(tm
     assert row["n_pairs"] == "3" and row["dropped_units"] == "scratch: 2"
 
 
-def test_one_unit_with_predictions_gets_mcnemar_and_still_plots(tmp_path: Path):
+def test_one_unit_gets_a_descriptive_mcnemar_never_a_significant_verdict(tmp_path: Path):
+    """One seed says whether two trained models differ on these examples, not whether two strategies
+    do: McNemar is shown, kept out of Holm's family, and never called significant."""
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 800)
     ref, strong = _preds(rng, 800, 0.6, labels), _preds(rng, 800, 0.75, labels)
@@ -286,24 +288,29 @@ def test_one_unit_with_predictions_gets_mcnemar_and_still_plots(tmp_path: Path):
         _run(tmp_path, name, 0, float(np.mean(preds[1] == preds[2])), preds=preds, test_ids="f00d")
     s = write_summary(tmp_path)
     [c] = s.comparisons
-    assert c.n == 1 and c.test == "exact McNemar (one unit)" and c.p == c.mcnemar < 1e-6 and c.significant
-    assert c.boot is not None and c.boot[0] > 0.08
+    assert c.n == 1 and c.mcnemar < 1e-6 and c.p is None and c.p_holm is None and not c.significant
+    assert s.m == 0 and c.boot is not None and c.boot[0] > 0.08
     assert (tmp_path / "accuracy_by_strategy.png").stat().st_size > 1000
     assert (tmp_path / "difference_from_reference.png").stat().st_size > 1000
     md = (tmp_path / "summary.md").read_text()
-    assert "(McNemar)" in md and "n=1, no spread and no t-test" in md
+    assert "(one unit; McNemar" in md and "n=1, no spread and no t-test" in md and "never called significant" in md
 
 
-def test_predictions_on_different_test_sets_are_not_bootstrapped(tmp_path: Path):
+def test_runs_on_different_test_sets_are_not_compared(tmp_path: Path):
+    """Pairing needs the same test examples: different test_ids leave the pair out of the comparisons
+    (and Holm's family), whatever the bootstrap setting; missing predictions only lose the bootstrap."""
     rng = np.random.default_rng(1)
     for seed in range(2):
         _run(tmp_path, "scratch", seed, 0.6 + 0.01 * seed, preds=_preds(rng, 100, 0.6), test_ids="aaaa")
         _run(tmp_path, "finetune", seed, 0.61 + 0.02 * seed, preds=_preds(rng, 100, 0.6), test_ids="bbbb")
         _run(tmp_path, "linear_probe", seed, 0.62 + 0.015 * seed)
+    for bootstrap in (2000, 0):
+        s = write_summary(tmp_path, plots=False, bootstrap=bootstrap)
+        cmp = _by_label(s)
+        assert "finetune" not in cmp and s.m == 1
+        assert any("finetune vs scratch" in n and "test sets differ (test_ids bbbb vs aaaa)" in n for n in s.notes)
     s = write_summary(tmp_path, plots=False)
-    cmp = _by_label(s)
-    assert cmp["finetune"].boot is None and "test sets differ" in cmp["finetune"].boot_note
-    assert cmp["linear_probe"].boot_note == "no predictions"
+    assert _by_label(s)["linear_probe"].boot_note == "no predictions"
     assert "No bootstrap CI (no predictions" in (tmp_path / "summary.md").read_text()
 
 
@@ -534,3 +541,47 @@ def test_the_frozen_random_control_is_a_planned_contrast_in_the_holm_family(tmp_
         summarize(tmp_path, bootstrap=0, contrasts=["lp_ft:scratch"])
     with pytest.raises(ReportError, match="contrast 'finetune'; allowed: A:B"):
         summarize(tmp_path, bootstrap=0, contrasts=["finetune"])
+
+
+def test_grouped_test_examples_are_bootstrapped_by_group():
+    """Snippets of one movie are not independent: with group ids the bootstrap draws whole groups, so
+    clustered differences give a wider (honest) interval than treating examples as independent."""
+    rng = np.random.default_rng(11)
+    groups = np.repeat(np.arange(40), 30)
+    labels = rng.integers(0, 2, groups.size)
+    effect = rng.normal(0, 0.25, 40)[groups]  # per-group disagreement between the two models
+    ca = rng.random(groups.size) < 0.7 + effect / 2
+    cb = rng.random(groups.size) < 0.7 - effect / 2
+    flat = stats.bootstrap_diff([(labels, ca, cb)], n_boot=3000, seed=0)
+    clustered = stats.bootstrap_diff([(labels, ca, cb, groups.astype(str))], n_boot=3000, seed=0)
+    assert clustered[1] - clustered[0] > 1.5 * (flat[1] - flat[0])
+    as_ints = stats.bootstrap_diff([(labels, ca, cb, groups)], n_boot=3000, seed=0)  # any id type
+    assert as_ints == pytest.approx(clustered, abs=0.01)
+
+
+def test_a_run_without_a_seed_is_refused_not_paired_with_seed_0(tmp_path: Path):
+    _run(tmp_path, "scratch", 0, 0.6)
+    path = _run(tmp_path, "finetune", 0, 0.7) / "results.json"
+    data = json.loads(path.read_text())
+    del data["seed"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match="has seed=None; allowed: an integer"):
+        summarize(tmp_path)
+
+
+def test_predictions_that_do_not_score_the_reported_accuracy_are_not_used(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 400)
+    for seed in range(2):
+        for name in ("scratch", "finetune"):
+            preds = _preds(rng, 400, 0.7, labels)
+            acc = float(np.mean(preds[1] == preds[2])) + (0.05 if name == "finetune" else 0.0)  # e.g. bf16 vs fp32
+            _run(tmp_path, name, seed, acc, preds=preds, test_ids="f00d")
+    [c] = summarize(tmp_path).comparisons
+    assert c.boot is None and "does not score the reported test/acc" in c.boot_note
+
+
+def test_power_is_one_far_in_the_noncentral_tail():
+    power = stats.paired_t_power(np.arange(2, 6), 0.01, 0.0005)
+    assert not np.isnan(power).any() and 0.95 < power[0] < 0.99 and power[1:].min() > 0.999
+    assert stats.seeds_needed(0.0005, 0.01) == 2

@@ -270,8 +270,9 @@ def test_scratch_trains_its_random_trunk_at_the_new_parts_lr_unless_told(text_dm
     assert len(trunk) == 4 and set(trunk.values()) == {OPTIM["lr"]} != {OPTIM["trunk_lr"]}
     own = {g["lr"] for g in param_groups(module, Scratch(trunk_lr=1e-4), OPTIM) if g["name"].startswith("trunk")}
     assert own == {1e-4}
-    with pytest.raises(StrategyError, match="strategy.trunk_lr=0"):
-        Scratch(trunk_lr=0)
+    for bad in (0, "abc", True):
+        with pytest.raises(StrategyError, match=f"strategy.trunk_lr={bad!r}|strategy.trunk_lr={bad}"):
+            Scratch(trunk_lr=bad)
 
 
 def test_frozen_random_is_linear_probe_on_the_source_stages_random_start():
@@ -306,5 +307,23 @@ def test_frozen_random_is_linear_probe_on_the_source_stages_random_start():
         assert not torch.allclose(got.running_var, init.running_var)
         assert got.momentum == init.momentum  # restored after the exact-average pass
     again, _ = pipeline.build_target(cfg, strat, target_dm, None, build.to_dict(cfg.optim))
+    rng_after = torch.get_rng_state()
     assert all(torch.equal(a, b) for a, b in zip(module.trunk.state_dict().values(),
                                                    again.trunk.state_dict().values()))
+    # the pass draws nothing from the RNG the target stage then uses
+    strat.norm_stats_from_source = False
+    pipeline.build_target(cfg, strat, target_dm, None, build.to_dict(cfg.optim))
+    assert torch.equal(torch.get_rng_state(), rng_after)
+
+    # the first block's statistics are those of the source images: the exact average over the pass's
+    # batches of each batch's per-channel mean of conv(adapter(images)), the adapter on batch statistics
+    source = build.datamodule(cfg.source, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    adapter, _ = build.adapter_and_head(source.spec, start, cfg.source_adapter, cfg.head)
+    adapter.train()
+    with torch.no_grad():
+        means = [start.blocks[0].conv(adapter(chunk)).mean(dim=(0, 2, 3))
+                 for chunk in source.datasets["train"].tensors[0].split(512)]
+    assert torch.allclose(norms[0].running_mean, torch.stack(means).mean(0), atol=1e-5)
+    # BatchNorm in frozen blocks stays put while the target trains: see
+    # test_strategy_trains_exactly_what_it_plans[frozen_random-frozen]

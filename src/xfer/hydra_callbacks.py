@@ -17,7 +17,10 @@ class SummarizeSweep(Callback):
 
     def __init__(self, reference: str = "scratch", contrasts: Any = ("linear_probe:frozen_random",)) -> None:
         self.reference = reference
-        self.contrasts = [str(c) for c in contrasts] if contrasts else []
+        from xfer.report.summary import DEFAULT_CONTRASTS
+
+        given = tuple(str(c) for c in contrasts) if contrasts else ()
+        self.contrasts = DEFAULT_CONTRASTS if given == DEFAULT_CONTRASTS else given
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from xfer.report import ReportError, write_summary

@@ -198,9 +198,15 @@ def source_norm_stats(cfg: DictConfig, trunk: torch.nn.Module, batch_size: int =
              len(dm.datasets["train"]), cfg.source.name)
 
 
-def best_predictions(cfg: DictConfig, module: TransferModule, dm, trainer: pl.Trainer) -> dict[str, Any]:
+def best_predictions(cfg: DictConfig, module: TransferModule, dm, trainer: pl.Trainer) -> dict[str, Any] | None:
     """Val and test predictions of the best checkpoint (the one trainer.test scored), limited to the
-    batches Lightning's loops scored when ``limit_*_batches`` is set."""
+    batches Lightning's loops scored when ``limit_*_batches`` is set. None where the scored examples
+    cannot be known here: several processes with limited loops (each rank scored its own shard)."""
+    limited = any(cfg.trainer.get(f"limit_{s}_batches") not in (None, 1.0) for s in ("val", "test"))
+    if trainer.world_size > 1 and limited:
+        log.warning("no predictions.npz: with %d processes and limit_*_batches set, the examples Lightning "
+                    "scored are spread over ranks", trainer.world_size)
+        return None
     ckpt = trainer.checkpoint_callback
     best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
     if best and Path(best).is_file():
@@ -212,7 +218,21 @@ def best_predictions(cfg: DictConfig, module: TransferModule, dm, trainer: pl.Tr
         n = None if batches is None or batches == float("inf") else int(batches) * int(dm.eval_batch_size)
         limits[split] = n if n is not None and n < len(dm.datasets[split]) else None
     on_gpu = torch.cuda.is_available() and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
-    return predictions.predict(module, dm, limits, "cuda" if on_gpu else "cpu", splits)
+    return predictions.predict(module, dm, limits, "cuda" if on_gpu else "cpu", splits,
+                               str(cfg.trainer.get("precision", "32-true")))
+
+
+def best_val_accuracy(cfg: DictConfig, score: float | None, preds: dict[str, Any] | None
+                      ) -> tuple[float | None, str | None]:
+    """The validation accuracy of the best checkpoint, which is what winners and tuning compare: the
+    checkpoint's own score when it monitors val/acc, else the accuracy of its saved val predictions
+    (another monitor, e.g. val/loss; or ddp_spawn, whose workers keep the score)."""
+    ck = cfg.callbacks.checkpoint
+    if score is not None and ck.monitor == "val/acc" and ck.mode == "max":
+        return score, "checkpoint val/acc"
+    if preds is not None and "val_pred" in preds:
+        return predictions.accuracy(preds, "val"), f"val predictions of the best checkpoint ({ck.monitor}, {ck.mode})"
+    return None, None
 
 
 def count_params(module: torch.nn.Module, strat, optim: dict[str, Any], epochs: int) -> dict[str, int]:
@@ -291,6 +311,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                    ckpt_path=None if resume is None else str(resume.ckpt_path))
     # per-example predictions for the summary's paired statistics (rank 0 alone writes files)
     preds = None if trainer.fast_dev_run or global_rank() != 0 else best_predictions(cfg, module, target_dm, trainer)
+    best_val, best_val_from = best_val_accuracy(cfg, target.best_val, preds)
 
     results = {
         "status": "ok",
@@ -298,6 +319,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "strategy": strat.describe(),
         "seed": cfg.seed,
         "split_seed": cfg.target.get("split_seed"),
+        "eval_test": bool(cfg.get("eval_test", True)),
         "group_column": cfg.target.get("group_column"),
         "fraction": cfg.target.fraction,
         "samples_per_class": cfg.target.get("samples_per_class"),
@@ -308,7 +330,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "trained_in": source.meta.get("trained_in"),
         },
         "target": {
-            "dataset": cfg.target.name, "test": target.test, "best_val": target.best_val,
+            "dataset": cfg.target.name, "test": target.test, "best_val": best_val, "best_val_from": best_val_from,
             "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),
             "dropped": target_dm.dropped, "groups": target_dm.group_counts,
             "test_ids": target_dm.fingerprint("test"),

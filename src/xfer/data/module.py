@@ -92,7 +92,7 @@ class SplitDataModule(pl.LightningDataModule):
         self.datasets: dict[str, TensorBatches] = {}
         self.class_names: list[str] = []
         self.dropped: dict[str, int] = {}
-        self.indices: dict[str, np.ndarray] = {}  # split -> each example's index in the reader's rows
+        self.indices: dict[str, np.ndarray] = {}  # split -> each example's row among the reader's rows (all splits)
         self.groups: dict[str, np.ndarray] | None = None  # split -> each example's group id, when grouped
         self.group_counts: dict[str, int] | None = None  # split -> number of groups, when grouped
         self._spec: DataSpec | None = None
@@ -134,6 +134,7 @@ class SplitDataModule(pl.LightningDataModule):
         label = np.concatenate(labels)
         group = self._group_ids(np.concatenate(groups)) if raw.groups is not None else None
         pool = np.concatenate(items) if isinstance(items[0], np.ndarray) else sum(items, [])
+        rows = np.arange(len(label), dtype=np.int64)  # the reader's row ids, kept through class filtering
         if self.classes is not None:
             bad = [c for c in self.classes if not 0 <= c < len(names)]
             if bad:
@@ -143,6 +144,7 @@ class SplitDataModule(pl.LightningDataModule):
             keep = np.flatnonzero(remap[label] >= 0)
             tag, label = tag[keep], remap[label[keep]]
             group = None if group is None else group[keep]
+            rows = rows[keep]
             pool = pool[keep] if isinstance(pool, np.ndarray) else [pool[i] for i in keep]
             names = [names[c] for c in self.classes]
         self.class_names = list(names)
@@ -180,9 +182,14 @@ class SplitDataModule(pl.LightningDataModule):
             raise DataError(f"data set '{self.name}': {err}") from None
         for s in SPLITS:
             if len(index[s]) == 0:
+                if group is not None:
+                    raise DataError(f"data set '{self.name}': the {s} split is empty: group_column="
+                                    f"{self.group_column!r} has only {len(np.unique(group))} groups and a split gets "
+                                    f"whole groups; allowed: data with a group for each of train, val and test, or "
+                                    f"group_column=null")
                 raise DataError(f"data set '{self.name}': the {s} split is empty; "
                                 f"raise val_fraction/test_fraction or supply more data")
-        self.indices = {s: index[s].astype(np.int64) for s in SPLITS}
+        self.indices = {s: rows[index[s]] for s in SPLITS}
         if group is not None:
             self.groups = {s: group[index[s]] for s in SPLITS}
             self.group_counts = {s: int(len(np.unique(self.groups[s]))) for s in SPLITS}
@@ -209,9 +216,11 @@ class SplitDataModule(pl.LightningDataModule):
                                 f"allowed: files with disjoint groups, or group_column=null")
 
     def fingerprint(self, split: str = "test") -> str:
-        """A short hash of which examples form ``split``: runs with equal fingerprints are scored on the
-        same examples, so their predictions can be paired."""
-        return hashlib.sha256(self.indices[split].tobytes()).hexdigest()[:16]
+        """A short hash of which examples form ``split`` (the data set, its file, the classes kept and the
+        rows): runs with equal fingerprints are scored on the same examples, so they can be paired."""
+        h = hashlib.sha256(repr((self.name, self.reader, self.path, self.classes)).encode())
+        h.update(self.indices[split].tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def spec(self) -> DataSpec:

@@ -85,8 +85,13 @@ def strategy_overrides(run: dict[str, Any]) -> dict[str, str]:
 
 
 def unit(run: dict[str, Any]) -> tuple[int, int]:
-    """The unit a run is paired on: (seed, split_seed); runs from before split_seed was recorded used 0."""
-    return int(run.get("seed") or 0), int(run.get("split_seed") or 0)
+    """The unit a run is paired on: (seed, split_seed); runs from before split_seed was recorded used 0.
+    A run without a seed cannot be paired: guessing 0 would pair it with another run's seed 0."""
+    seed = run.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ReportError(f"{run.get(DIR, run.get('run_dir', '?'))}/results.json has seed={seed!r}; allowed: an "
+                          "integer (every run records its seed); fix or remove that run folder")
+    return seed, int(run.get("split_seed") or 0)
 
 
 def data_size(run: dict[str, Any]) -> Any:
@@ -107,6 +112,8 @@ def load_predictions(run: dict[str, Any], split: str = "test") -> dict[str, np.n
     try:
         with np.load(Path(run[DIR]) / name) as npz:
             arrays = {k: np.asarray(npz[f"{split}_{k}"]) for k in ("index", "label", "pred")}
+            if f"{split}_group" in npz.files:  # clustered examples (a grouped split): resample whole groups
+                arrays["group"] = np.asarray(npz[f"{split}_group"])
     except (OSError, KeyError, ValueError):
         return None
     order = np.argsort(arrays["index"], kind="stable")

@@ -33,7 +33,9 @@ def _seeds(n: int | str | None) -> str:
 
 
 def _test_tag(c: Comparison) -> str:
-    return {"exact sign-flip (no spread)": " (sign-flip)", "exact McNemar (one unit)": " (McNemar)"}.get(c.test, "")
+    if c.mcnemar is not None:
+        return f" (one unit; McNemar {c.mcnemar:.3g})"
+    return {"exact sign-flip (no spread)": " (sign-flip)"}.get(c.test, "")
 
 
 def protocol(s: Summary) -> str:
@@ -81,8 +83,8 @@ def to_markdown(s: Summary) -> str:
     else:
         alpha = stats.ALPHA / max(1, s.m)
         lines += [f"Group minus reference, in accuracy points. p: two-sided paired t-test over units (marked "
-                  f"where the differences have no spread and the exact sign-flip p is used, or where one unit "
-                  f"leaves only McNemar's test on the predictions); significant: Holm p < {stats.ALPHA}. Seeds "
+                  f"where the differences have no spread and the exact sign-flip p is used; one unit gets no "
+                  f"p, only McNemar's test of its two models, outside the family); significant: Holm p < {stats.ALPHA}. Seeds "
                   f"for 1pt / 2pt: the smallest n with 80% power at alpha/m = {stats.ALPHA}/{s.m} = {alpha:.3g} "
                   "(Holm's strictest step), given the observed sd of the differences.", "",
                   "| group vs reference | data | n pairs | diff | 95% t-CI | bootstrap 95% CI | p | Holm p | "
@@ -132,12 +134,29 @@ def _notes(s: Summary) -> list[str]:
     singles = [f"{g.strategy} (data={g.data})" for g in s.groups if g.n == 1]
     if singles:
         notes.append(f"n=1, no spread and no t-test: {', '.join(singles)}.")
-    if any(c.test == "exact McNemar (one unit)" for c in s.comparisons):
-        notes.append("A McNemar p (one shared unit) covers the test examples' noise only, not seed-to-seed "
-                     "variation: run more seeds before trusting it.")
+    if any(c.mcnemar is not None for c in s.comparisons):
+        notes.append("One shared unit: McNemar's p says whether those two trained models differ on these test "
+                     "examples, not whether the strategies do (seed-to-seed variation is unseen); it is not in "
+                     "Holm's family and never called significant. Run more seeds.")
+    tiny = [f"{c.group.strategy} vs {c.reference.strategy} (data={c.data})" for c in s.comparisons
+            if c.diff.sd and c.test == "paired t" and c.diff.sd < _resolution(c)]
+    if tiny:
+        notes.append("Differences that vary across seeds by less than one test example: the t-test's p rests on "
+                     f"near-identical numbers and the sign-flip p (column in comparisons.csv) is the robust one: "
+                     f"{', '.join(tiny)}.")
+    for size, w in s.winners.items():
+        if w.group is not None and w.note:
+            notes.append(f"Winner at data={size}: {w.note}.")
     for kept, dropped in s.kept_newest:
         notes.append(f"Duplicate run: kept the newer {kept}, dropped {dropped} (--keep-newest).")
     return notes
+
+
+def _resolution(c) -> float:
+    """One test example, as a share of the test set (the finest step an accuracy difference can take)."""
+    sizes = [((r.get("target") or {}).get("sizes") or {}).get("test") for r in c.group.runs.values()]
+    sizes = [n for n in sizes if n]
+    return 1.0 / max(sizes) if sizes else 0.0
 
 
 def _num(x: Any) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import integrate, stats
 
 ALPHA = 0.05
 SIGN_FLIP_MAX_N = 12  # the exact sign-flip p is reported beside the t-test up to this many units
@@ -113,16 +113,18 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     return float(min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), k, 0.5)))
 
 
-def bootstrap_diff(units: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], n_boot: int = 2000,
-                   seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_diff(units: Sequence[tuple], n_boot: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float]:
     """Percentile CI of the accuracy difference a - b from per-example predictions, by a two-level
     bootstrap: units (seed pairs) with replacement, then within each drawn unit its test examples with
-    replacement, stratified by true class, the same examples for both strategies.
+    replacement, the same examples for both strategies.
 
-    ``units``: per unit (labels, correct_a, correct_b), aligned on the same test examples. Resampling a
-    class's examples only matters through how many drawn examples only a (or only b) got right, so each
-    class contributes a multinomial draw of those counts: the exact same distribution as drawing indices,
-    at a cost independent of the test-set size.
+    ``units``: per unit (labels, correct_a, correct_b[, groups]), aligned on the same test examples.
+    Without groups the examples are drawn stratified by true class; resampling a class's examples only
+    matters through how many drawn examples only a (or only b) got right, so each class contributes a
+    multinomial draw of those counts (the same distribution as drawing indices, at a cost independent of
+    the test-set size). With groups (a grouped split: the snippets of one movie are not independent) whole
+    groups are drawn instead, so the interval reflects how few independent groups the test set holds.
     """
     if not units:
         raise ValueError("bootstrap_diff needs at least one unit")
@@ -130,9 +132,17 @@ def bootstrap_diff(units: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], n
     k = len(units)
     # inner[u]: [n_boot, k] independent example-resampled differences of unit u, one per slot it may fill
     inner = np.empty((k, n_boot, k))
-    for u, (labels, ca, cb) in enumerate(units):
-        labels = np.asarray(labels)
-        d = np.asarray(ca, dtype=np.int8) - np.asarray(cb, dtype=np.int8)
+    for u, unit in enumerate(units):
+        labels, ca, cb = (np.asarray(x) for x in unit[:3])
+        groups = unit[3] if len(unit) > 3 else None
+        d = ca.astype(np.int8) - cb.astype(np.int8)
+        if groups is not None:
+            _, g = np.unique(np.asarray(groups), return_inverse=True)
+            d_sum = np.bincount(g, weights=d).astype(float)
+            size = np.bincount(g).astype(float)
+            picks = rng.integers(0, len(size), size=(n_boot, k, len(size)))
+            inner[u] = d_sum[picks].sum(axis=2) / size[picks].sum(axis=2)
+            continue
         total = np.zeros((n_boot, k))
         for c in np.unique(labels):
             dc = d[labels == c]
@@ -161,7 +171,17 @@ def paired_t_power(n: np.ndarray | int, delta: float, sd: float, alpha: float = 
     df = n - 1
     crit = stats.t.ppf(1 - alpha / 2, df)
     ncp = delta / sd * np.sqrt(n)
-    return stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)
+    power = np.atleast_1d(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)).astype(float)
+    # scipy's noncentral t returns nan far in its tail: there, integrate over the chi-square instead
+    # (T = (Z + ncp) / sqrt(W / df), so P(T > c) = E_W[Phi(ncp - c * sqrt(W / df))], and the lower tail alike)
+    for i in np.flatnonzero(np.isnan(power)):
+        f, c, k = float(np.broadcast_to(df, power.shape)[i]), float(np.broadcast_to(crit, power.shape)[i]), \
+            float(np.broadcast_to(ncp, power.shape)[i])
+        def tails(w: float) -> float:
+            s = c * math.sqrt(w / f)
+            return (stats.norm.cdf(k - s) + stats.norm.cdf(-k - s)) * stats.chi2.pdf(w, f)
+        power[i] = integrate.quad(tails, 0, np.inf, limit=200)[0]
+    return power if np.ndim(n) else power[0]
 
 
 def seeds_needed(sd: float | None, delta: float, alpha: float = ALPHA, power: float = 0.8) -> int | str | None:

@@ -196,26 +196,50 @@ def _pick_reference(members: list[Group], reference: str, runs_per_exp: Counter)
     return found
 
 
+def _different_test_sets(g: Group, ref: Group, shared: list[Unit]) -> str:
+    """Why two groups' runs of a unit were scored on different test examples ("" when they were not)."""
+    for u in shared:
+        fa, fb = fingerprint(g.runs[u]), fingerprint(ref.runs[u])
+        if fa and fb and fa != fb:
+            return f"at {fmt_unit(u)} their test sets differ (test_ids {fa} vs {fb})"
+    return ""
+
+
+def _load(r: dict[str, Any], cache: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    if r[DIR] not in cache:
+        cache[r[DIR]] = load_predictions(r)
+    return cache[r[DIR]]
+
+
+def _usable(r: dict[str, Any], p: dict[str, np.ndarray]) -> bool:
+    """The predictions score what the run reported: a mismatch (e.g. predictions made at another precision
+    than the test loop's) would describe a slightly different model."""
+    reported = ((r.get("target") or {}).get("test") or {}).get(METRIC)
+    if reported is None or not len(p["label"]):
+        return False
+    return abs(float(np.mean(p["pred"] == p["label"])) - float(reported)) <= 0.5 / len(p["label"]) + 1e-9
+
+
 def _prediction_pairs(c: Comparison, cache: dict[str, Any]) -> tuple[list[tuple], str]:
-    """Per shared unit (labels, correct_a, correct_b) on the same test examples, or why there are none."""
+    """Per shared unit (labels, correct_a, correct_b, groups or None) on the same test examples, or why
+    there are none."""
     out = []
     for u in c.units:
         ra, rb = c.group.runs[u], c.reference.runs[u]
-        fa, fb = fingerprint(ra), fingerprint(rb)
-        if fa and fb and fa != fb:
-            return [], f"test sets differ at {fmt_unit(u)} (test_ids {fa} vs {fb})"
-        pa, pb = (cache.setdefault(r[DIR], load_predictions(r)) for r in (ra, rb))
+        pa, pb = _load(ra, cache), _load(rb, cache)
         if pa is None or pb is None:
             return [], "no predictions"
         if not (np.array_equal(pa["index"], pb["index"]) and np.array_equal(pa["label"], pb["label"])):
             return [], f"test sets differ at {fmt_unit(u)} (example indices)"
-        out.append((pa["label"], pa["pred"] == pa["label"], pb["pred"] == pb["label"]))
+        if not (_usable(ra, pa) and _usable(rb, pb)):
+            return [], f"predictions.npz does not score the reported test/acc at {fmt_unit(u)}"
+        out.append((pa["label"], pa["pred"] == pa["label"], pb["pred"] == pb["label"], pa.get("group")))
     return out, ""
 
 
 def _compare(g: Group, ref: Group, bootstrap: int, seed: int, cache: dict[str, Any]) -> Comparison | None:
     shared = sorted(set(g.values) & set(ref.values))
-    if not shared:
+    if not shared or _different_test_sets(g, ref, shared):
         return None
     dropped = {lab: sorted(set(grp.values) - set(shared)) for lab, grp in ((g.strategy, g), (ref.strategy, ref))}
     diff = stats.paired_difference([g.values[u] for u in shared], [ref.values[u] for u in shared])
@@ -224,9 +248,11 @@ def _compare(g: Group, ref: Group, bootstrap: int, seed: int, cache: dict[str, A
         c.boot_note = "bootstrap off"
         return c
     pairs, c.boot_note = _prediction_pairs(c, cache)
-    if pairs and len(shared) == 1:
+    if pairs and len(shared) == 1 and pairs[0][3] is None:
+        # one seed: McNemar says whether these two trained models differ on these test examples; it says
+        # nothing about the strategies (seed-to-seed variation is unseen), so it stays out of Holm's family
         c.mcnemar = stats.mcnemar_exact(pairs[0][1], pairs[0][2])
-        c.p, c.test = c.mcnemar, "exact McNemar (one unit)"
+        c.test = "none (one unit; McNemar on the two models is descriptive)"
     if pairs and bootstrap > 0:
         c.boot = stats.bootstrap_diff(pairs, n_boot=bootstrap, seed=seed)
     elif pairs:
@@ -264,8 +290,10 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
     failed = [r for r in runs if r.get("status") != "ok"]
     unscored = {id(r) for r in ok if not isinstance(((r.get("target") or {}).get("test") or {}).get(METRIC),
                                                     (int, float))}
+    val_only = [r for r in ok if id(r) in unscored and r.get("eval_test") is False]
     if unscored:  # an ok status without the metric: a file written by something else; never guess
-        incomplete += [f"{r[DIR]} (results.json has no target {METRIC})" for r in ok if id(r) in unscored]
+        incomplete += [f"{r[DIR]} (results.json has no target {METRIC})" for r in ok
+                       if id(r) in unscored and r.get("eval_test") is not False]
         ok = [r for r in ok if id(r) not in unscored]
     by_key, kept = _group_runs(ok, failed, keep_newest)
     dropped_dirs = {d for _, d in kept}
@@ -275,6 +303,9 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
     s = Summary(as_folders(folders), groups, [], {}, {}, reference, failed, incomplete, ok, [], kept, bootstrap,
                 tuple(f"{a}:{b}" for a, b in pairs))
     made: set[tuple[str, str]] = set()
+    if val_only:
+        s.notes.append(f"{len(val_only)} validation-only run{'s' if len(val_only) > 1 else ''} (eval_test=false: "
+                       "tuning trials, which never evaluate the test split) left out of this summary.")
     runs_per_exp = Counter(r.get("experiment") for r in ok)
     cache: dict[str, Any] = {}
     for size in s.sizes:
@@ -296,8 +327,9 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
             if g is not ref and g.n > 0:
                 c = _compare(g, ref, bootstrap, bootstrap_seed, cache)
                 if c is None:
-                    s.notes.append(f"{g.strategy} vs {ref.strategy} at data={size}: no (seed, split_seed) unit "
-                                   "in common; not compared.")
+                    shared = sorted(set(g.values) & set(ref.values))
+                    why = _different_test_sets(g, ref, shared) or "no (seed, split_seed) unit in common"
+                    s.notes.append(f"{g.strategy} vs {ref.strategy} at data={size}: {why}; not compared.")
                 else:
                     s.comparisons.append(c)
         for a, b in pairs:
@@ -313,7 +345,7 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
                 c.contrast = True
                 s.comparisons.append(c)
                 made.add((a, b))
-    asked = pairs if tuple(contrasts or ()) != DEFAULT_CONTRASTS else ()
+    asked = pairs if contrasts is not DEFAULT_CONTRASTS else ()  # the default applies only where it can
     missing = [f"{a}:{b}" for a, b in asked if (a, b) not in made]
     if missing and groups:
         raise ReportError(f"contrast {missing[0]} matches no pair of groups with shared units; allowed: labels or "
@@ -334,7 +366,9 @@ def _winner(size: Any, members: list[Group]) -> Winner:
     scored = [g for g in members if g.n > 0 and g.val_mean is not None]
     if not scored:
         return Winner(size, None, "no run recorded a validation accuracy (best_val); no winner is picked on test")
-    return Winner(size, max(scored, key=lambda g: (g.val_mean, g.n)))
+    unscored = [g.strategy for g in members if g.n > 0 and g.val_mean is None]
+    note = (f"left out of the choice, no validation accuracy recorded: {', '.join(unscored)}" if unscored else "")
+    return Winner(size, max(scored, key=lambda g: (g.val_mean, g.n)), note)
 
 
 def _correct(s: Summary) -> None:

@@ -23,6 +23,8 @@ class Scratch(Finetune):
     def __init__(self, trunk_lr: float | None = None, **kw):
         super().__init__(**kw)
         if trunk_lr is not None:
+            if isinstance(trunk_lr, bool) or not isinstance(trunk_lr, (int, float)):
+                raise StrategyError(f"strategy.trunk_lr={trunk_lr!r}; allowed: a number > 0, or null (= optim.lr)")
             self.check_positive("trunk_lr", trunk_lr)
         self.trunk_lr = trunk_lr
 
