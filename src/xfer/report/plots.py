@@ -68,7 +68,8 @@ def plot_differences(s: Summary, folder: Path) -> Path | None:
     """Per data size, each group's paired difference from the reference (points) with its 95% t-CI; Holm-
     significant ones filled red. A group from another experiment (a text-native baseline) is a dashed line
     at its difference, the yardstick the transfer strategies are read against."""
-    sizes = [size for size in s.sizes if any(c.data == size for c in s.comparisons)]
+    sizes = [size for size in s.sizes if size in s.references
+             and any(c.data == size and c.reference is s.references[size] for c in s.comparisons)]
     if not sizes:
         return None
     rows = max(sum(1 for c in s.comparisons if c.data == size) for size in sizes)

@@ -332,6 +332,8 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
                     s.notes.append(f"{g.strategy} vs {ref.strategy} at data={size}: {why}; not compared.")
                 else:
                     s.comparisons.append(c)
+    for size in s.sizes:  # planned contrasts: wherever both groups ran, with or without a reference
+        members = [g for g in groups if g.data == size]
         for a, b in pairs:
             fa, fb = (_pick_reference(members, name, runs_per_exp) for name in (a, b))
             if len(fa) != 1 or len(fb) != 1:
