@@ -20,7 +20,6 @@ FILE = "predictions.npz"
 SPLITS = ("val", "test")
 
 
-@torch.no_grad()
 def autocast_for(precision: str, device: str) -> contextlib.AbstractContextManager:
     """The autocast the trainer's test loop ran under, so predictions score the model it scored."""
     if "bf16" in precision and "true" not in precision:
@@ -30,6 +29,7 @@ def autocast_for(precision: str, device: str) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
+@torch.no_grad()
 def predict(module: torch.nn.Module, dm, limits: dict[str, int | None] | None = None,
             device: torch.device | str = "cpu", splits: tuple[str, ...] = SPLITS,
             precision: str = "32-true") -> dict[str, np.ndarray]:
