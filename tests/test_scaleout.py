@@ -39,6 +39,7 @@ def test_ddp_cpu_sweep_of_a_frozen_and_an_unfreezing_strategy(home: Path):
     assert len(list((home / "logs").rglob("summary.md"))) == 1
 
 
+@pytest.mark.slow  # process launcher; make test-full
 def test_submitit_local_sweep_runs_jobs_as_processes_and_summarizes(home: Path):
     run_train(["-m", "hydra/launcher=local_processes", "experiment=img2txt", "strategy=scratch",
                "seed=0,1", *[q for q in QUICK if not q.startswith("threads")]], home, timeout=900)

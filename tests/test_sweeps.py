@@ -73,6 +73,7 @@ def test_a_failing_job_is_reported_and_the_others_finish(home: Path):
     assert "## Failed jobs" in md and "fraction=0" in md
 
 
+@pytest.mark.slow  # parallel workers; make test-full
 def test_joblib_launcher_runs_two_jobs_in_parallel_with_shared_cores(home: Path):
     run_train(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment=img2txt",
                "strategy=finetune,linear_probe", *[q for q in QUICK if not q.startswith("threads")]], home)
