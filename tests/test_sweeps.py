@@ -117,6 +117,7 @@ def test_img2img_control_shows_what_the_digit_features_are_worth(home: Path):
     assert control.n == 3 and control.diff.mean > 0.03, control.diff
 
 
+@pytest.mark.slow  # scripts/tune.py is the fast-suite path; make test-full
 def test_optuna_search_tunes_lrs_on_validation_accuracy(home: Path):
     proc = run_train(["-m", "experiment=img2txt", "hparams_search=optuna", "strategy=linear_probe",
                       "hydra.sweeper.n_trials=2", *QUICK], home)

@@ -40,7 +40,8 @@ def _test_tag(c: Comparison) -> str:
 
 def protocol(s: Summary) -> str:
     """The two sentences at the top of summary.md: how the winner is picked and how groups are compared."""
-    boot = (f"a bootstrap CI (B={s.bootstrap}) over units and class-stratified test examples" if s.bootstrap > 0
+    boot = (f"a bootstrap CI (B={s.bootstrap}) over units and class-stratified test examples (whole groups, "
+            f"such as movies, when the split is grouped)" if s.bootstrap > 0
             else "no bootstrap (turned off)")
     return (f"Protocol: the winner at each data size is the group with the best mean validation accuracy "
             f"(best checkpoint); its test accuracy is reported, never used to choose. Every group is compared "
