@@ -155,13 +155,19 @@ def build_target(cfg: DictConfig, strat, target_dm, source: SourceOutcome | None
 
 
 @torch.no_grad()
+def source_images_and_adapter(cfg: DictConfig, trunk: torch.nn.Module) -> tuple[torch.Tensor, torch.nn.Module]:
+    """The source training images and a fresh source adapter for ``trunk``, as the source stage builds them."""
+    dm = build.datamodule(cfg.source, cfg.seed)
+    adapter, _ = build.adapter_and_head(dm.spec, trunk, cfg.source_adapter, cfg.head)
+    return dm.datasets["train"].tensors[0], adapter
+
+
 def source_features(cfg: DictConfig, source: SourceOutcome, trunk: torch.nn.Module, limit: int = 2048
                     ) -> torch.Tensor:
     """The pretrained trunk's features of (up to ``limit``) source training images."""
-    dm = build.datamodule(cfg.source, cfg.seed)
-    adapter, _ = build.adapter_and_head(dm.spec, trunk, cfg.source_adapter, cfg.head)
+    images, adapter = source_images_and_adapter(cfg, trunk)
+    images = images[:limit]
     adapter.load_state_dict({k[len("adapter."):]: v for k, v in source.state.items() if k.startswith("adapter.")})
-    images = dm.datasets["train"].tensors[0][:limit]
     was_training = trunk.training
     adapter.eval(), trunk.eval()
     feats = torch.cat([trunk(adapter(chunk)) for chunk in images.split(512)])
@@ -179,8 +185,7 @@ def source_norm_stats(cfg: DictConfig, trunk: torch.nn.Module, batch_size: int =
         return
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        dm = build.datamodule(cfg.source, cfg.seed)
-        adapter, _ = build.adapter_and_head(dm.spec, trunk, cfg.source_adapter, cfg.head)
+        images, adapter = source_images_and_adapter(cfg, trunk)
         momenta = [m.momentum for m in norms]
         was_training = trunk.training
         for m in norms:
@@ -188,14 +193,14 @@ def source_norm_stats(cfg: DictConfig, trunk: torch.nn.Module, batch_size: int =
             m.momentum = None
         adapter.train(), trunk.train()
         try:
-            for chunk in dm.datasets["train"].tensors[0].split(batch_size):
+            for chunk in images.split(batch_size):
                 trunk(adapter(chunk))
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
             trunk.train(was_training)
     log.info("BatchNorm statistics of the random trunk from one pass over %d %s training samples",
-             len(dm.datasets["train"]), cfg.source.name)
+             len(images), cfg.source.name)
 
 
 def best_predictions(cfg: DictConfig, module: TransferModule, dm, trainer: pl.Trainer) -> dict[str, Any] | None:
