@@ -82,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"leave-one-out group majority over all items: {100 * leave_one_out(y, g):.1f}%")
     print("| split | split_seed | test items whose group is in train | train-group-majority test acc |")
     print("|---|---:|---:|---:|")
-    for seed in [int(s) for s in args.split_seeds.split(",")]:
+    try:
+        seeds = [int(s) for s in args.split_seeds.split(",")]
+    except ValueError:
+        print(f"error: --split-seeds={args.split_seeds}; allowed: comma-separated integers such as 0,1,2",
+              file=sys.stderr)
+        return 2
+    for seed in seeds:
         for name, rule in (("by item", stratified_split), ("by group", None)):
             if rule is None:
                 tr, _, te = grouped_split(y, g, args.val_fraction, args.test_fraction, seed)
