@@ -51,12 +51,12 @@ def target_stage(cfg, dm) -> tuple[Any, Any, Any]:
     module ``dm`` (set up once per section: tokenising is not what is measured)."""
     from xfer import build
     from xfer.pipeline import build_target
-    from xfer.strategies.groups import apply_plan, plan_for
+    from xfer.freezing.groups import apply_plan, plan_for
 
     strat = build.strategy(cfg.strategy)
     optim = build.to_dict(cfg.optim)
     module, dm = build_target(cfg, strat, dm, None, optim)
-    apply_plan(module, plan_for(module, strat, optim, 0))  # what FreezeSchedule does at setup
+    apply_plan(module, plan_for(module, strat, optim, 0))  # what FreezingCallback does at setup
     return module, dm, strat
 
 

@@ -18,7 +18,7 @@ def _check_ddp_runs(home: Path, proc, strategies: list[str]) -> list[dict]:
     # rank 1 wrote nothing: one cache entry, one results.json per job
     assert len(list((home / "cache" / "trunks").glob("*/source_model.safetensors"))) == 1
     assert len(list((home / "logs").rglob("results.json"))) == len(strategies)
-    # FreezeSchedule checks at every epoch end that both replicas hold identical weights
+    # FreezingCallback checks at every epoch end that both replicas hold identical weights
     assert "DDP replicas hold different weights" not in proc.stdout + proc.stderr
     for r in runs:
         assert r["params"]["trainable"] < r["params"]["total"]  # part of the trunk stayed frozen

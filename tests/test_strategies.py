@@ -17,13 +17,13 @@ from xfer.data import ImageDataModule, TextDataModule
 from xfer.models.adapters import ImageAdapter, TextGridAdapter
 from xfer.models.heads import LinearHead
 from xfer.models.module import TransferModule
-from xfer.models.schedule import PeakScaledLR
+from xfer.models.lr_schedule import PeakScaledLR
 from xfer.models.trunks import CNNTrunk, ResNetTrunk
-from xfer.strategies import (AlignRefine, Finetune, FreezeFirstK, FreezeSchedule, FrozenRandom, GradualUnfreeze, Joint,
-                             L2SP, LayerwiseLR, LinearProbe, LPFT, NormOnly, Scratch, StrategyError,
+from xfer.freezing import (AlignRefine, Finetune, FreezeFirstK, FreezingCallback, FrozenRandom, GradualUnfreeze, Joint,
+                             L2SP, LayerwiseLR, LinearProbe, LPFT, NormOnly, Scratch, FreezingError,
                              Surgical, param_groups)
-from xfer.strategies.groups import NORM_TYPES, norm_and_bias_params
-from xfer.strategies.joint import JointDataModule, JointTransferModule
+from xfer.freezing.groups import NORM_TYPES, norm_and_bias_params
+from xfer.freezing.joint import JointDataModule, JointTransferModule
 
 EPOCHS = 4
 OPTIM = {"lr": 3e-3, "trunk_lr": 1e-3, "weight_decay": 1e-2, "schedule": "cosine", "warmup_fraction": 0.1}
@@ -133,7 +133,7 @@ class Inspector(Callback):
 
 def fit(module, dm, strategy, epochs=EPOCHS, optim=OPTIM, ckpt_path=None, extra=()):
     inspector = Inspector(strategy)
-    callbacks = [build.EpochSeed(0), FreezeSchedule(strategy, optim), *strategy.callbacks(), inspector, *extra]
+    callbacks = [build.EpochSeed(0), FreezingCallback(strategy, optim), *strategy.callbacks(), inspector, *extra]
     trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=bool(extra), deterministic=True,
                          limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0, callbacks=callbacks)
@@ -241,7 +241,7 @@ def test_param_groups_is_a_pure_function_of_model_and_plan(text_dm, image_dm):
     (lambda: Finetune(bn_policy="sometimes"), r"bn_policy='sometimes'; allowed: frozen, train"),
 ])
 def test_a_strategy_that_cannot_apply_fails_before_training(strategy, message):
-    with pytest.raises(StrategyError, match=message):
+    with pytest.raises(FreezingError, match=message):
         strategy().validate(4)
 
 
@@ -271,7 +271,7 @@ def test_scratch_trains_its_random_trunk_at_the_new_parts_lr_unless_told(text_dm
     own = {g["lr"] for g in param_groups(module, Scratch(trunk_lr=1e-4), OPTIM) if g["name"].startswith("trunk")}
     assert own == {1e-4}
     for bad in (0, "abc", True):
-        with pytest.raises(StrategyError, match=f"strategy.trunk_lr={bad!r}|strategy.trunk_lr={bad}"):
+        with pytest.raises(FreezingError, match=f"strategy.trunk_lr={bad!r}|strategy.trunk_lr={bad}"):
             Scratch(trunk_lr=bad)
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from xfer.data.module import SplitDataModule
 from xfer.data.spec import DataSpec
 from xfer.models.module import TransferModule, default_param_groups
-from xfer.strategies import FreezeSchedule, Strategy, param_groups
+from xfer.freezing import FreezingCallback, Freezing, param_groups
 
 
 def to_dict(node: Any) -> Any:
@@ -28,7 +28,7 @@ def datamodule(cfg: DictConfig, seed: int) -> SplitDataModule:
     return dm
 
 
-def strategy(cfg: DictConfig) -> Strategy:
+def strategy(cfg: DictConfig) -> Freezing:
     return instantiate(cfg, _convert_="all")
 
 
@@ -40,7 +40,7 @@ def adapter_and_head(spec: DataSpec, trunk: nn.Module, adapter_cfg: DictConfig, 
 
 
 def model(spec: DataSpec, trunk: nn.Module, adapter_cfg: DictConfig, head_cfg: DictConfig,
-          optim: dict[str, Any], strat: Strategy | None = None, cls: type[TransferModule] = TransferModule,
+          optim: dict[str, Any], strat: Freezing | None = None, cls: type[TransferModule] = TransferModule,
           **extra: Any) -> TransferModule:
     """adapter (for this data) -> ``trunk`` -> new head; the strategy, if any, supplies the groups."""
     adapter, head = adapter_and_head(spec, trunk, adapter_cfg, head_cfg)
@@ -49,8 +49,8 @@ def model(spec: DataSpec, trunk: nn.Module, adapter_cfg: DictConfig, head_cfg: D
     return cls(adapter, trunk, head, spec.num_classes, optim, groups, **extra)
 
 
-def strategy_callbacks(strat: Strategy, optim: dict[str, Any]) -> list[Callback]:
-    return [FreezeSchedule(strat, optim), *strat.callbacks()]
+def strategy_callbacks(strat: Freezing, optim: dict[str, Any]) -> list[Callback]:
+    return [FreezingCallback(strat, optim), *strat.callbacks()]
 
 
 class EpochSeed(Callback):

@@ -159,9 +159,9 @@ def input_errors() -> tuple[type[BaseException], ...]:
     """Errors in what the user gave (config, checkpoint), found before anything trains: exit code 2."""
     from xfer.evaluate import CheckpointError
     from xfer.schema import ConfigError
-    from xfer.strategies.base import StrategyError
+    from xfer.freezing.base import FreezingError
 
-    return (ConfigError, CheckpointError, StrategyError)
+    return (ConfigError, CheckpointError, FreezingError)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -171,9 +171,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from xfer.cache import CacheError
     from xfer.data.errors import DataError
     from xfer.models.module import NonFiniteLossError
-    from xfer.strategies.base import StrategyError
+    from xfer.freezing.base import FreezingError
 
-    return (DataError, StrategyError, CacheError, NonFiniteLossError, OmegaConfBaseException, ValueError,
+    return (DataError, FreezingError, CacheError, NonFiniteLossError, OmegaConfBaseException, ValueError,
             FileNotFoundError)
 
 

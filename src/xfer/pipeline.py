@@ -19,9 +19,9 @@ from xfer.cache import CacheError, TrunkCache, cache_key
 from xfer.evaluate import find_resume, load_checkpoint, state_mismatch
 from xfer.io import atomic_write_json
 from xfer.models.module import TransferModule
-from xfer.strategies import param_groups
+from xfer.freezing import param_groups
 from xfer.schema import validate
-from xfer.strategies.joint import JointDataModule, JointTransferModule
+from xfer.freezing.joint import JointDataModule, JointTransferModule
 
 log = logging.getLogger(__name__)
 

@@ -396,7 +396,7 @@ def _check_part(node: Any, group: str) -> None:
 def constructor_params(cls: type) -> dict[str, inspect.Parameter] | None:
     """The keyword arguments ``cls(...)`` accepts (less those the code injects), or None when it takes
     any (``**kwargs`` that reach a constructor that accepts anything)."""
-    from xfer.strategies.base import Strategy
+    from xfer.freezing.base import Freezing
 
     params: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
@@ -411,7 +411,7 @@ def constructor_params(cls: type) -> dict[str, inspect.Parameter] | None:
                 params.setdefault(name, p)
         if not open_ended:
             return params
-        if klass is Strategy:  # its **settings are refused: the settings are exactly those collected
+        if klass is Freezing:  # its **settings are refused: the settings are exactly those collected
             return params
     return None
 

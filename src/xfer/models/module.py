@@ -7,7 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from xfer.models.schedule import PeakScaledLR
+from xfer.models.lr_schedule import PeakScaledLR
 from xfer.models.scores import EpochStats
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xfer.strategies.base import BlockPlan, Plan, Strategy, StrategyError
+from xfer.freezing.base import BlockPlan, Plan, Freezing, FreezingError
 
 
-class Finetune(Strategy):
+class Finetune(Freezing):
     """Train everything; the trunk at ``trunk_lr``."""
 
     name = "finetune"
@@ -24,7 +24,7 @@ class Scratch(Finetune):
         super().__init__(**kw)
         if trunk_lr is not None:
             if isinstance(trunk_lr, bool) or not isinstance(trunk_lr, (int, float)):
-                raise StrategyError(f"strategy.trunk_lr={trunk_lr!r}; allowed: a number > 0, or null (= optim.lr)")
+                raise FreezingError(f"strategy.trunk_lr={trunk_lr!r}; allowed: a number > 0, or null (= optim.lr)")
             self.check_positive("trunk_lr", trunk_lr)
         self.trunk_lr = trunk_lr
 
@@ -33,7 +33,7 @@ class Scratch(Finetune):
         return Plan(tuple(BlockPlan("all", own) for _ in range(n_blocks)), lr)
 
 
-class LinearProbe(Strategy):
+class LinearProbe(Freezing):
     """Freeze the whole trunk; train the adapter and head."""
 
     name = "linear_probe"
@@ -53,7 +53,7 @@ class FrozenRandom(LinearProbe):
     norm_stats_from_source = True
 
 
-class FreezeFirstK(Strategy):
+class FreezeFirstK(Freezing):
     """Freeze trunk blocks [0, k) and train the rest (Yosinski et al. 2014, layer transfer). With
     ``reinit_rest`` the blocks from k up start random instead of pretrained (Yosinski's AnB)."""
 
@@ -68,7 +68,7 @@ class FreezeFirstK(Strategy):
 
     def validate(self, n_blocks: int) -> None:
         if not isinstance(self.k, int) or not 0 <= self.k <= n_blocks:
-            raise StrategyError(f"strategy.k={self.k}; allowed: an integer 0..{n_blocks} (the trunk has "
+            raise FreezingError(f"strategy.k={self.k}; allowed: an integer 0..{n_blocks} (the trunk has "
                                 f"{n_blocks} blocks)")
 
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
@@ -89,7 +89,7 @@ class TransferFirstK(FreezeFirstK):
         return Plan(tuple(BlockPlan("all", trunk_lr) for _ in range(n_blocks)), lr)
 
 
-class Surgical(Strategy):
+class Surgical(Freezing):
     """Train only the listed trunk blocks (Lee et al. 2023, surgical fine-tuning)."""
 
     name = "surgical"
@@ -101,7 +101,7 @@ class Surgical(Strategy):
     def validate(self, n_blocks: int) -> None:
         bad = [b for b in self.blocks if not isinstance(b, int) or not 0 <= b < n_blocks]
         if bad or not self.blocks:
-            raise StrategyError(f"strategy.blocks={self.blocks}; allowed: a non-empty list of block indices "
+            raise FreezingError(f"strategy.blocks={self.blocks}; allowed: a non-empty list of block indices "
                                 f"0..{n_blocks - 1}")
 
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
@@ -109,7 +109,7 @@ class Surgical(Strategy):
                           for i in range(n_blocks)), lr)
 
 
-class NormOnly(Strategy):
+class NormOnly(Freezing):
     """Train only the trunk's normalisation affine parameters and biases (plus adapter and head)."""
 
     name = "norm_only"
@@ -118,7 +118,7 @@ class NormOnly(Strategy):
         return Plan(tuple(BlockPlan("norm", trunk_lr) for _ in range(n_blocks)), lr)
 
 
-class LayerwiseLR(Strategy):
+class LayerwiseLR(Freezing):
     """Discriminative lr: block i trains at trunk_lr * decay^(n - 1 - i), the top block at trunk_lr
     (ULMFiT; timm's layer decay)."""
 
@@ -130,7 +130,7 @@ class LayerwiseLR(Strategy):
 
     def validate(self, n_blocks: int) -> None:
         if not 0 < self.decay <= 1:
-            raise StrategyError(f"strategy.decay={self.decay}; allowed: 0 < decay <= 1")
+            raise FreezingError(f"strategy.decay={self.decay}; allowed: 0 < decay <= 1")
 
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
         return Plan(tuple(BlockPlan("all", trunk_lr * self.decay ** (n_blocks - 1 - i))

@@ -10,7 +10,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch import nn
 
 from xfer.models.module import TransferModule
-from xfer.strategies.basic import Finetune
+from xfer.freezing.fixed import Finetune
 
 
 class Joint(Finetune):

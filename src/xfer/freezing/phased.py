@@ -1,10 +1,10 @@
 """Strategies whose plan changes with the epoch."""
 from __future__ import annotations
 
-from xfer.strategies.base import BlockPlan, Plan, Strategy, StrategyError
+from xfer.freezing.base import BlockPlan, Plan, Freezing, FreezingError
 
 
-class GradualUnfreeze(Strategy):
+class GradualUnfreeze(Freezing):
     """Start with the trunk frozen; every ``every_n_epochs`` epochs unfreeze one more block, top block
     first (ULMFiT; Lightning's BackboneFinetuning). A block unfrozen joins at trunk_lr * ``unfreeze_lr_scale``.
     """
@@ -28,7 +28,7 @@ class GradualUnfreeze(Strategy):
                           else self.frozen_block(trunk_lr) for i in range(n_blocks)), lr)
 
 
-class LPFT(Strategy):
+class LPFT(Freezing):
     """Linear probe for ``probe_epochs``, then fine-tune everything at the usual lrs times ``lr_factor``
     (Kumar et al. 2022)."""
 

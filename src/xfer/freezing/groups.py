@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-from xfer.strategies.base import Plan, Strategy, StrategyError
+from xfer.freezing.base import Plan, Freezing, FreezingError
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -28,15 +28,15 @@ def block_params(block: nn.Module, mode: str) -> list[nn.Parameter]:
     return []
 
 
-def plan_for(module: nn.Module, strategy: Strategy, optim: dict[str, Any], epoch: int) -> Plan:
+def plan_for(module: nn.Module, strategy: Freezing, optim: dict[str, Any], epoch: int) -> Plan:
     n = len(module.trunk.blocks)
     plan = strategy.plan(epoch, n, float(optim["lr"]), float(optim["trunk_lr"]))
     if len(plan.blocks) != n:
-        raise StrategyError(f"strategy '{strategy.name}' planned {len(plan.blocks)} blocks for a trunk of {n}")
+        raise FreezingError(f"strategy '{strategy.name}' planned {len(plan.blocks)} blocks for a trunk of {n}")
     return plan
 
 
-def param_groups(module: nn.Module, strategy: Strategy, optim: dict[str, Any],
+def param_groups(module: nn.Module, strategy: Freezing, optim: dict[str, Any],
                  epoch: int = 0) -> list[dict[str, Any]]:
     """The optimizer groups for ``epoch``: one per new part (adapter, head, any extra parts) and one
     per training trunk block, each with its name, parameters, peak lr and weight decay."""
@@ -55,7 +55,7 @@ def param_groups(module: nn.Module, strategy: Strategy, optim: dict[str, Any],
         params = block_params(block, bp.mode)
         if params:
             if not bp.lr > 0:
-                raise StrategyError(f"strategy '{strategy.name}' gives trunk block {i} lr={bp.lr}; allowed: > 0")
+                raise FreezingError(f"strategy '{strategy.name}' gives trunk block {i} lr={bp.lr}; allowed: > 0")
             groups.append({"name": f"trunk.{i}", "params": params, "lr": bp.lr, "weight_decay": trunk_wd})
     return groups
 

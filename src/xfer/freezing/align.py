@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from xfer.strategies.base import BlockPlan, Plan, Strategy
+from xfer.freezing.base import BlockPlan, Plan, Freezing
 
 
 def mmd_rbf(x: torch.Tensor, y: torch.Tensor, scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
@@ -26,7 +26,7 @@ def mmd_rbf(x: torch.Tensor, y: torch.Tensor, scales: tuple[float, ...] = (0.5, 
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 
 
-class AlignRefine(Strategy):
+class AlignRefine(Freezing):
     name = "align_refine"
     wants_source_features = True
 

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from xfer.strategies.basic import Finetune
+from xfer.freezing.fixed import Finetune
 
 
 class L2SP(Finetune):

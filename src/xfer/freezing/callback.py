@@ -1,4 +1,4 @@
-"""FreezeSchedule: the Lightning callback that carries a strategy's plan through training."""
+"""FreezingCallback: the Lightning callback that carries a strategy's plan through training."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,12 +8,12 @@ from pytorch_lightning.callbacks import Callback
 import torch
 from torch.optim import Optimizer
 
-from xfer.models.schedule import PeakScaledLR
-from xfer.strategies.base import Strategy, StrategyError
-from xfer.strategies.groups import apply_plan, param_groups, plan_for
+from xfer.models.lr_schedule import PeakScaledLR
+from xfer.freezing.base import Freezing, FreezingError
+from xfer.freezing.groups import apply_plan, param_groups, plan_for
 
 
-class FreezeSchedule(Callback):
+class FreezingCallback(Callback):
     """Applies the strategy's plan before the optimizer is built and at the start of every epoch.
 
     Newly trainable parameters join the optimizer as new groups, at their peak lr times the factor
@@ -22,7 +22,7 @@ class FreezeSchedule(Callback):
     optimizer has exactly the groups it was saved with (Lightning #6891).
     """
 
-    def __init__(self, strategy: Strategy, optim: dict[str, Any]):
+    def __init__(self, strategy: Freezing, optim: dict[str, Any]):
         self.strategy = strategy
         self.optim = dict(optim)
         self.applied_epoch = 0
@@ -91,7 +91,7 @@ class FreezeSchedule(Callback):
         trainable = {id(p) for spec in wanted for p in spec["params"]}
         refrozen = [g["name"] for g in optimizer.param_groups if any(id(p) not in trainable for p in g["params"])]
         if refrozen:
-            raise StrategyError(f"strategy '{self.strategy.name}' froze groups {refrozen} again at epoch "
+            raise FreezingError(f"strategy '{self.strategy.name}' froze groups {refrozen} again at epoch "
                                 f"{epoch}; a plan may only unfreeze")
 
 

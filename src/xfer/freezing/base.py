@@ -3,7 +3,7 @@
 A strategy answers one question, ``plan(epoch, n_blocks)``: for every trunk block, is it frozen,
 training all its parameters, or training only its normalisation parameters and biases, and at what
 peak lr. Everything else (requires_grad flags, BatchNorm modes, optimizer groups, resume) is
-derived from that answer by ``param_groups`` and the ``FreezeSchedule`` callback, so a new strategy
+derived from that answer by ``param_groups`` and the ``FreezingCallback`` callback, so a new strategy
 is a small class with a ``plan``.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ BN_POLICIES = ("frozen", "train")
 MODES = ("frozen", "all", "norm")
 
 
-class StrategyError(ValueError):
+class FreezingError(ValueError):
     """A strategy that cannot apply to this trunk or these settings."""
 
 
@@ -35,7 +35,7 @@ class Plan:
     head_frozen: bool = False
 
 
-class Strategy:
+class Freezing:
     """Base class. ``lr`` is the peak lr of the new parts (adapter, head); ``trunk_lr`` the trunk's."""
 
     name = "strategy"
@@ -47,14 +47,14 @@ class Strategy:
 
     def __init__(self, bn_policy: str = "frozen", **settings: Any):
         if bn_policy not in BN_POLICIES:
-            raise StrategyError(f"strategy.bn_policy={bn_policy!r}; allowed: {', '.join(BN_POLICIES)}")
+            raise FreezingError(f"strategy.bn_policy={bn_policy!r}; allowed: {', '.join(BN_POLICIES)}")
         if settings:
-            raise StrategyError(f"strategy '{self.name}' has no setting(s) {', '.join(sorted(settings))}")
+            raise FreezingError(f"strategy '{self.name}' has no setting(s) {', '.join(sorted(settings))}")
         self.bn_policy = bn_policy
 
     # -- to override -----------------------------------------------------------------------
     def validate(self, n_blocks: int) -> None:
-        """Raise StrategyError before training if the strategy cannot apply to ``n_blocks`` blocks."""
+        """Raise FreezingError before training if the strategy cannot apply to ``n_blocks`` blocks."""
 
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
         return Plan(tuple(BlockPlan("all", trunk_lr) for _ in range(n_blocks)), lr)
@@ -83,9 +83,9 @@ class Strategy:
     @staticmethod
     def check_positive(key: str, value: float) -> None:
         if not value > 0:
-            raise StrategyError(f"strategy.{key}={value}; allowed: a number > 0")
+            raise FreezingError(f"strategy.{key}={value}; allowed: a number > 0")
 
     @staticmethod
     def check_epochs(key: str, value: int) -> None:
         if not isinstance(value, int) or value < 1:
-            raise StrategyError(f"strategy.{key}={value}; allowed: an integer >= 1")
+            raise FreezingError(f"strategy.{key}={value}; allowed: an integer >= 1")
