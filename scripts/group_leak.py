@@ -6,14 +6,22 @@ class when its group has none). A leak-free split leaves that predictor at the m
     python scripts/group_leak.py                                   # rt_sentiment, grouped by movie
     python scripts/group_leak.py --reader csv --path reviews.csv --group-column author \\
         --reader-arg text_column=body --reader-arg label_column=stars
+
+``--reader`` is a data set (a file of conf/source or conf/target: its reader function, with that
+function's own defaults) or a reader function's short name (``csv_text`` for ``read_csv_text``).
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def group_majority(train_y: np.ndarray, train_g: np.ndarray, test_y: np.ndarray, test_g: np.ndarray
@@ -44,9 +52,23 @@ def leave_one_out(y: np.ndarray, g: np.ndarray) -> float:
     return float((guess == y).mean())
 
 
+def config_readers() -> dict[str, Callable]:
+    """Each data set config's reader function (its reader node's _target_), by the config's name."""
+    from hydra.utils import get_object
+    from omegaconf import OmegaConf
+
+    found = {}
+    for file in sorted([*(CONF / "source").glob("*.yaml"), *(CONF / "target").glob("*.yaml")]):
+        target = OmegaConf.load(file).get("reader", {}).get("_target_")
+        if target:
+            found.setdefault(file.stem, get_object(target))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reader", default="rt_sentiment", help="a reader of xfer.data.readers.READERS")
+    parser.add_argument("--reader", default="rt_sentiment",
+                        help="a data set of conf/source or conf/target, or a reader's short name (csv_text)")
     parser.add_argument("--path", default=None, help="the data file or folder (default: the reader's own)")
     parser.add_argument("--group-column", default="movie_name", help="the column of group ids")
     parser.add_argument("--reader-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -56,20 +78,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-seeds", default="0,1,2", help="comma-separated split seeds")
     args = parser.parse_args(argv)
 
-    from xfer.data.errors import DataError
-    from xfer.data.readers import READERS
+    from xfer.data import readers
     from xfer.data.splits import grouped_split, stratified_split
+    from xfer.errors import DataError
 
-    if args.reader not in READERS:
-        print(f"error: --reader={args.reader!r} is unknown; allowed: {', '.join(sorted(READERS))}", file=sys.stderr)
+    known = {**readers.known(), **config_readers()}
+    if args.reader not in known:
+        print(f"error: --reader={args.reader!r} is unknown; allowed: {', '.join(sorted(known))}", file=sys.stderr)
+        return 2
+    reader = known[args.reader]
+    if not readers.takes(reader, "group_column"):
+        grouped = sorted(n for n, fn in config_readers().items() if readers.takes(fn, "group_column"))
+        print(f"error: reader {args.reader!r} takes no group_column; allowed: {', '.join(grouped)}", file=sys.stderr)
         return 2
     extra = dict(kv.split("=", 1) for kv in args.reader_arg if "=" in kv)
-    try:
-        raw = READERS[args.reader](args.path, group_column=args.group_column, **extra)
-    except TypeError:
-        print(f"error: reader {args.reader!r} takes no group_column; allowed: csv, jsonl, hf, rt_sentiment",
-              file=sys.stderr)
+    bad = sorted(set(extra) - set(inspect.signature(reader).parameters) - {"path", "group_column"})
+    if bad:
+        allowed = sorted(set(inspect.signature(reader).parameters) - {"path", "group_column"})
+        print(f"error: --reader-arg {bad[0]}: not an argument of reader {args.reader!r}; allowed: "
+              f"{', '.join(allowed)}", file=sys.stderr)
         return 2
+    try:
+        raw = reader(args.path, group_column=args.group_column, **extra)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

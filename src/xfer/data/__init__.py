@@ -1,4 +1,4 @@
-from xfer.data.errors import DataError
+from xfer.errors import DataError
 from xfer.data.image import ImageDataModule
 from xfer.data.spec import DataSpec
 from xfer.data.text import TextDataModule

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-from xfer.data.errors import DataError
+from xfer.errors import DataError
 
 
 def carrier_file(dataset: str, package: str, version: str, relative: str) -> Path:
@@ -25,3 +25,14 @@ def carrier_file(dataset: str, package: str, version: str, relative: str) -> Pat
             f"data set '{dataset}': {path} is missing from the installed {package} {dist.version}; {hint}"
         )
     return path
+
+
+def carrier_or_path(path: str | None, dataset: str, package: str, version: str, relative: str) -> Path:
+    """An explicit ``path`` wins; without one, the copy inside the installed carrier package."""
+    if path:
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise DataError(f"data set '{dataset}': no file at path={p}; point path at an existing file, "
+                            f"or set it to null to use the copy in the {package} package")
+        return p
+    return carrier_file(dataset, package, version, relative)

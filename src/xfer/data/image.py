@@ -11,7 +11,11 @@ from xfer.data.module import SplitDataModule
 
 
 class ImageDataModule(SplitDataModule):
+    """``image_size`` [H, W] resizes every image once at load; a reader that takes ``image_size`` (a
+    folder of images of mixed sizes) is handed it and resizes while it reads."""
+
     modality = "image"
+    handed_to_reader = (*SplitDataModule.handed_to_reader, "image_size")
 
     def __init__(self, name: str, image_size: Sequence[int] | None = None, **kwargs: Any):
         super().__init__(name, **kwargs)

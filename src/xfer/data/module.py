@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import hashlib
-import inspect
 from typing import Any
 
 import numpy as np
@@ -11,12 +10,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from xfer.data.errors import DataError
-from xfer.data.readers import READERS, Raw
-from xfer.data.spec import DataSpec
+from xfer.data import readers
+from xfer.data.raw import Raw
+from xfer.data.readers import Reader
+from xfer.data.spec import SPLITS, DataSpec
 from xfer.data.splits import balanced_subset, grouped_split, grouped_split_off, split_off, stratified_split
-
-SPLITS = ("train", "val", "test")
+from xfer.errors import DataError
 
 
 class EpochShuffle(Sampler[int]):
@@ -54,6 +53,11 @@ def as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 class SplitDataModule(pl.LightningDataModule):
     """Train/val/test tensors for one classification data set.
 
+    ``reader`` is a callable that returns the data set's ``Raw`` (a config's nested ``reader:`` node,
+    which Hydra turns into a ``functools.partial`` of a reader function); without one, the reader
+    named after the data set (``read_<name>``). The data module hands the reader the settings of its
+    own that the reader takes (``handed_to_reader``: ``group_column``, for images ``image_size``).
+
     Splits come from the reader when the data set defines them, else they are stratified and fixed
     by ``split_seed``. With ``group_column`` (a column of group ids: a movie, an author) whole groups
     go to one split, so no group is in two. ``fraction`` / ``samples_per_class`` then keep a
@@ -62,28 +66,29 @@ class SplitDataModule(pl.LightningDataModule):
     """
 
     modality = ""
+    # settings of the data module that it passes on to its reader, when the reader takes them
+    handed_to_reader: tuple[str, ...] = ("group_column",)
 
-    def __init__(self, name: str, reader: str | None = None, path: str | None = None,
-                 reader_args: dict[str, Any] | None = None, classes: Sequence[int] | None = None,
+    def __init__(self, name: str, reader: Reader | None = None, classes: Sequence[int] | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
                  fraction: float = 1.0, samples_per_class: int | None = None, batch_size: int = 64,
                  eval_batch_size: int = 512, num_workers: int = 0, seed: int = 0,
-                 group_column: str | None = None, **_: Any):
+                 group_column: str | None = None):
         super().__init__()
         if not 0.0 < fraction <= 1.0:
             raise DataError(f"{name}.fraction={fraction} is out of range; allowed: 0 < fraction <= 1")
         if samples_per_class is not None and samples_per_class < 1:
             raise DataError(f"{name}.samples_per_class={samples_per_class}; allowed: an integer >= 1 or null")
         self.name = name
-        self.reader = reader or name
-        if self.reader not in READERS:
-            raise DataError(f"{name}.reader={self.reader!r} is unknown; allowed: {', '.join(sorted(READERS))}")
-        self.path, self.reader_args = path, dict(reader_args or {})
+        self.reader: Reader = readers.named(name) if reader is None else reader
+        if not callable(self.reader):
+            raise DataError(f"{name}.reader={self.reader!r} is not a reader; allowed: a config node with "
+                            f"_target_: <a reader function> and _partial_: true")
         self.group_column = group_column
-        if group_column is not None and "group_column" not in inspect.signature(READERS[self.reader]).parameters:
-            grouped = sorted(r for r, f in READERS.items() if "group_column" in inspect.signature(f).parameters)
-            raise DataError(f"{name}.group_column={group_column!r}: reader '{self.reader}' has no group ids; "
-                            f"allowed: null, or a reader that reads columns ({', '.join(grouped)})")
+        if group_column is not None and not readers.takes(self.reader, "group_column"):
+            raise DataError(f"{name}.group_column={group_column!r}: reader '{readers.label(self.reader)}' has no "
+                            f"group ids; allowed: null, or a reader that reads columns "
+                            f"({', '.join(readers.with_groups())})")
         self.classes = list(classes) if classes is not None else None
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.fraction, self.samples_per_class = fraction, samples_per_class
@@ -108,10 +113,8 @@ class SplitDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        args = dict(self.reader_args)
-        if self.group_column is not None:
-            args["group_column"] = self.group_column
-        raw = READERS[self.reader](self.path, **args)
+        raw = self.reader(**{k: getattr(self, k) for k in self.handed_to_reader
+                             if readers.takes(self.reader, k)})
         self.dropped = dict(raw.dropped)
         split_items, split_labels = self._split(raw)
         encoded = self.encode(split_items)
@@ -216,9 +219,10 @@ class SplitDataModule(pl.LightningDataModule):
                                 f"allowed: files with disjoint groups, or group_column=null")
 
     def fingerprint(self, split: str = "test") -> str:
-        """A short hash of which examples form ``split`` (the data set, its file, the classes kept and the
-        rows): runs with equal fingerprints are scored on the same examples, so they can be paired."""
-        h = hashlib.sha256(repr((self.name, self.reader, self.path, self.classes)).encode())
+        """A short hash of which examples form ``split`` (the data set, its reader and the reader's arguments,
+        among them the file, the classes kept and the rows): runs with equal fingerprints are scored on the
+        same examples, so they can be paired."""
+        h = hashlib.sha256(repr((self.name, readers.identity(self.reader), self.classes)).encode())
         h.update(self.indices[split].tobytes())
         return h.hexdigest()[:16]
 

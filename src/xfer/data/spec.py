@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+SPLITS = ("train", "val", "test")  # the three splits every data module serves, in this order
+
 
 @dataclass(frozen=True)
 class DataSpec:

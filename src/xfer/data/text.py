@@ -30,9 +30,6 @@ def encode_texts(tok: Tokenizer, texts: list[str]) -> torch.Tensor:
     return torch.tensor([e.ids for e in tok.encode_batch(texts)], dtype=torch.int64)
 
 
-
-
-
 class TextDataModule(SplitDataModule):
     modality = "text"
 
