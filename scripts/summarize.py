@@ -1,7 +1,7 @@
 """Rebuild a sweep's summary.md, summary.csv, comparisons.csv and plots from its runs' results.json files.
 
     python scripts/summarize.py logs/img2txt/multiruns/<stamp> [MORE_FOLDERS...] [--reference NAME]
-        [--contrast A:B ...] [--keep-newest] [--no-plots] [--bootstrap N]
+        [--contrast A:B ...] [--alpha A] [--metric test/acc|test/f1] [--keep-newest] [--no-plots] [--bootstrap N]
 
 Several folders are merged (a sweep and a separate text-baseline sweep); the summary goes into the first.
 """
@@ -13,13 +13,22 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from xfer.errors import ReportError
+    from xfer.report.settings import (DEFAULT_ALPHA, DEFAULT_CONTRASTS, DEFAULT_METRIC, DEFAULT_REFERENCE, METRICS,
+                                      check_alpha, check_metric)
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", type=Path, nargs="+", help="sweep folders (or any folders holding runs)")
-    parser.add_argument("--reference", default="scratch",
-                        help="the group every other group is compared with: a label or strategy name (scratch)")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE,
+                        help=f"the group every other group is compared with: a label or strategy name "
+                             f"({DEFAULT_REFERENCE})")
     parser.add_argument("--contrast", action="append", default=None, metavar="A:B",
                         help="a planned contrast A minus B, Holm-corrected with the rest (repeatable; "
-                             "default linear_probe:frozen_random where both ran; none: no contrasts)")
+                             f"default {', '.join(DEFAULT_CONTRASTS)} where both ran; none: no contrasts)")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
+                        help=f"significance level of the Holm-adjusted p-values, 0 < A < 1 (default {DEFAULT_ALPHA})")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, metavar="M",
+                        help=f"the test score compared: {' | '.join(METRICS)} (default {DEFAULT_METRIC})")
     parser.add_argument("--keep-newest", action="store_true",
                         help="of two runs of the same group and unit, keep the newer instead of refusing")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
@@ -35,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --bootstrap {args.bootstrap}; allowed: 0 (off) or a positive number of replicates",
               file=sys.stderr)
         return 2
-    from xfer.report import ReportError, collect, write_summary
-    from xfer.report.summary import DEFAULT_CONTRASTS
+    try:
+        check_alpha(args.alpha, "--alpha")
+        check_metric(args.metric, "--metric")
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from xfer.report import collect, write_summary
 
     runs, _ = collect(args.folders)
     if not runs:
@@ -44,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         write_summary(args.folders, plots=not args.no_plots, reference=args.reference,
-                      keep_newest=args.keep_newest, bootstrap=args.bootstrap,
+                      keep_newest=args.keep_newest, bootstrap=args.bootstrap, alpha=args.alpha, metric=args.metric,
                       contrasts=DEFAULT_CONTRASTS if args.contrast is None else args.contrast)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)

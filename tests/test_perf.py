@@ -8,12 +8,14 @@ import time
 
 import pytest
 import pytorch_lightning as pl
+from omegaconf import OmegaConf
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import ROOT
 from xfer import build
+from xfer.callbacks import EpochSeed
 from xfer.data import TextDataModule
 from xfer.data.module import EpochShuffle
 from xfer.models.adapters import TextFoldAdapter
@@ -23,7 +25,7 @@ from xfer.models.module import TransferModule
 from xfer.models.trunks import CNNTrunk, ResNetTrunk
 from xfer.perf import PeakRSS, plain_fit, train_step_flops, tree_rss
 
-OPTIM = {"lr": 3e-3, "trunk_lr": 1e-3, "weight_decay": 1e-2, "schedule": "cosine", "warmup_fraction": 0.1}
+OPTIM = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "optim" / "adamw.yaml"))  # the target recipe
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +137,7 @@ def test_plain_loop_trains_exactly_what_lightning_trains(text_dm, tmp_path):
     trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
                          enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
                          deterministic=True, gradient_clip_val=1.0, limit_train_batches=limit,
-                         limit_val_batches=1, callbacks=[build.EpochSeed(0)], default_root_dir=str(tmp_path))
+                         limit_val_batches=1, callbacks=[EpochSeed(0)], default_root_dir=str(tmp_path))
     trainer.fit(lightning, datamodule=text_dm)
     plain = _module(text_dm)
     timing = plain_fit(plain, text_dm, epochs, seed=0, gradient_clip_val=1.0, limit_batches=limit)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run(folder: Path, name: str, seed: int, acc: float, fraction: float = 1.0, *, val: float | None = None,
          split_seed: int | None = None, experiment: str | None = None, started: float = 0.0,
          preds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, test_ids: str | None = None,
-         tag: str = "", **settings) -> Path:
+         tag: str = "", f1: float | None = None, **settings) -> Path:
     """One ok run's folder with results.json (and predictions.npz from (index, label, pred))."""
     extra = "_".join(f"{k}{v}" for k, v in settings.items())
     run_dir = folder / f"{experiment or 'x'}_{name}_{extra}_f{fraction}_s{seed}_ss{split_seed}{tag}"
@@ -33,6 +33,8 @@ def _run(folder: Path, name: str, seed: int, acc: float, fraction: float = 1.0, 
         "fraction": fraction, "samples_per_class": None, "run_dir": str(run_dir), "started_unix": started,
         "target": {"test": {"test/acc": acc}, "best_val": acc if val is None else val},
     }
+    if f1 is not None:
+        results["target"]["test"]["test/f1"] = f1
     if split_seed is not None:
         results["split_seed"] = split_seed
     if experiment is not None:
@@ -592,3 +594,72 @@ def test_power_is_one_far_in_the_noncentral_tail():
     power = stats.paired_t_power(np.arange(2, 6), 0.01, 0.0005)
     assert not np.isnan(power).any() and 0.95 < power[0] < 0.99 and power[1:].min() > 0.999
     assert stats.seeds_needed(0.0005, 0.01) == 2
+
+
+# -- settings: alpha and metric -----------------------------------------------------------------------
+
+def test_alpha_and_metric_are_settings_of_the_summary(tmp_path: Path):
+    """The significance level and the test score compared are settings, checked with one-line errors; the
+    defaults (0.05, test/acc) give the summary as before."""
+    rng = np.random.default_rng(11)
+    for seed in range(5):
+        base = 0.65 + rng.normal(0, 0.01)
+        _run(tmp_path, "scratch", seed, float(base + rng.normal(0, 0.004)), f1=0.5 + 0.01 * seed)
+        _run(tmp_path, "finetune", seed, float(base + 0.02 + rng.normal(0, 0.004)), f1=0.4 + 0.01 * seed)
+    s = write_summary(tmp_path, plots=False)
+    [c] = s.comparisons
+    assert (s.alpha, s.metric) == (0.05, "test/acc") and c.significant and c.boot_note == "no predictions"
+    assert "significant: Holm p < 0.05." in (tmp_path / "summary.md").read_text()
+    strict = write_summary(tmp_path, plots=False, alpha=c.p_holm / 2)
+    assert not strict.comparisons[0].significant and strict.comparisons[0].p_holm == c.p_holm
+    assert f"significant: Holm p < {c.p_holm / 2:g}." in (tmp_path / "summary.md").read_text()
+    f1 = write_summary(tmp_path, plots=True, metric="test/f1")
+    [c] = f1.comparisons
+    assert c.diff.mean == pytest.approx(-0.1) and sorted(g.mean for g in f1.groups) == pytest.approx([0.42, 0.52])
+    assert c.boot is None and "resamples test/acc" in c.boot_note  # predictions give accuracy, not F1
+    md = (tmp_path / "summary.md").read_text()
+    assert "Metric: target test/f1 (%)" in md and "in macro-F1 points" in md
+    for bad in (0, 1, 1.5, -0.1, float("nan"), "0.05", True):
+        with pytest.raises(ReportError, match=r"^alpha=.*; allowed: a number with 0 < alpha < 1") as err:
+            summarize(tmp_path, alpha=bad)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ReportError, match=r"^metric=val/acc; allowed: test/acc, test/f1 \("):
+        summarize(tmp_path, metric="val/acc")
+
+    script = [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path), "--no-plots"]
+    for flags, expected in ((["--alpha", "1"], "error: --alpha=1.0; allowed: a number with 0 < alpha < 1"),
+                            (["--metric", "test/loss"], "error: --metric=test/loss; allowed: test/acc, test/f1")):
+        proc = subprocess.run([*script, *flags], capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1
+    proc = subprocess.run([*script, "--alpha", "0.01", "--metric", "test/f1", "--bootstrap", "0"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "significant: Holm p < 0.01." in proc.stdout and "target test/f1" in proc.stdout
+
+
+def test_the_sweep_callback_takes_alpha_and_metric_from_its_config(tmp_path: Path, capsys):
+    """conf/hydra/default.yaml states the callback's settings; they are the summary's defaults, so a sweep
+    and scripts/summarize.py without flags agree; a bad value stops the run with one line."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from xfer.errors import ConfigError
+    from xfer.hydra_callbacks import SummarizeSweep
+    from xfer.report import settings
+
+    node = OmegaConf.load(ROOT / "conf" / "hydra" / "default.yaml").callbacks.summarize
+    callback = instantiate(node)
+    assert (node.alpha, node.metric, node.reference) == (settings.DEFAULT_ALPHA, settings.DEFAULT_METRIC,
+                                                         settings.DEFAULT_REFERENCE)
+    assert tuple(node.contrasts) == settings.DEFAULT_CONTRASTS
+    assert (callback.alpha, callback.metric, callback.contrasts) == (0.05, "test/acc", settings.DEFAULT_CONTRASTS)
+    with pytest.raises(ConfigError, match=r"^hydra.callbacks.summarize.alpha=0; allowed: a number with 0 < alpha"):
+        SummarizeSweep(alpha=0)
+    with pytest.raises(ConfigError, match=r"^hydra.callbacks.summarize.metric=acc; allowed: test/acc, test/f1"):
+        SummarizeSweep(metric="acc")
+    for seed in range(3):
+        _run(tmp_path, "scratch", seed, 0.60 + 0.01 * seed, f1=0.5)
+        _run(tmp_path, "finetune", seed, 0.66 + 0.01 * seed + 0.002 * seed ** 2, f1=0.5 + 0.01 * seed)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    SummarizeSweep(metric="test/f1", alpha=0.01).on_multirun_end(config)
+    assert "no difference from scratch is significant" in capsys.readouterr().out
+    assert "Metric: target test/f1" in (tmp_path / "summary.md").read_text()

@@ -8,28 +8,46 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from xfer.errors import ConfigError, ReportError
+from xfer.report.settings import (DEFAULT_ALPHA, DEFAULT_CONTRASTS, DEFAULT_METRIC, DEFAULT_REFERENCE, check_alpha,
+                                  check_metric)
+
 log = logging.getLogger(__name__)
+_NODE = "hydra.callbacks.summarize"
 
 
 class SummarizeSweep(Callback):
     """Writes summary.md, summary.csv, comparisons.csv and the plots into the sweep folder, and prints the
-    winner on validation per data size and every comparison that survives Holm's correction."""
+    winner on validation per data size and every comparison that survives Holm's correction.
 
-    def __init__(self, reference: str = "scratch", contrasts: Any = ("linear_probe:frozen_random",)) -> None:
+    The settings come from ``hydra.callbacks.summarize`` (conf/hydra/default.yaml), which states their
+    values; the defaults here are the summary's own (``xfer.report.settings``), for a callback built in Python. A
+    setting that is not allowed (``alpha`` outside (0, 1), an unknown ``metric``) stops the run before any
+    job starts, with one line."""
+
+    def __init__(self, reference: str = DEFAULT_REFERENCE, contrasts: Any = DEFAULT_CONTRASTS,
+                 alpha: float = DEFAULT_ALPHA, metric: str = DEFAULT_METRIC) -> None:
         self.reference = reference
-        from xfer.report.summary import DEFAULT_CONTRASTS
-
         given = tuple(str(c) for c in contrasts) if contrasts else ()
         self.contrasts = DEFAULT_CONTRASTS if given == DEFAULT_CONTRASTS else given
+        try:
+            self.alpha = check_alpha(alpha, f"{_NODE}.alpha")
+            self.metric = check_metric(metric, f"{_NODE}.metric")
+        except ReportError as err:  # a setting of the config: the user fixes it before the sweep starts
+            raise ConfigError(str(err)) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from xfer.report import ReportError, write_summary
+        from xfer.report import write_summary
 
         folder = Path(config.hydra.sweep.dir)
-        rerun = f"python scripts/summarize.py {folder}" + (f" --reference {self.reference}"
-                                                            if self.reference != "scratch" else "")
+        rerun = f"python scripts/summarize.py {folder}" + "".join(
+            f" {flag} {value}" for flag, value, default in (("--reference", self.reference, DEFAULT_REFERENCE),
+                                                            ("--alpha", self.alpha, DEFAULT_ALPHA),
+                                                            ("--metric", self.metric, DEFAULT_METRIC))
+            if value != default)
         try:
-            s = write_summary(folder, reference=self.reference, contrasts=self.contrasts)
+            s = write_summary(folder, reference=self.reference, contrasts=self.contrasts, alpha=self.alpha,
+                              metric=self.metric)
         except ReportError as err:  # the sweep's runs are fine; only the summary needs a decision
             log.error("no sweep summary: %s (then rerun: %s)", err, rerun)
             return

@@ -67,7 +67,7 @@ class TextFoldAdapter(nn.Module):
     a 1x1 conv to the trunk's width.
     """
 
-    def __init__(self, spec: DataSpec, out_channels: int, embed_dim: int = 32, width: int = 8,
+    def __init__(self, spec: DataSpec, out_channels: int, embed_dim: int = 64, width: int = 8,
                  dropout: float = 0.0):
         super().__init__()
         _require(spec, "text", "text_fold")

@@ -8,11 +8,13 @@ the current warm-up, cosine or plateau factor at once, with no per-group bookkee
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-SCHEDULES = ("cosine", "constant", "plateau")
+Schedule = Literal["cosine", "constant", "plateau"]  # optim.schedule; the config schema reads this list
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
 class PeakScaledLR(LRScheduler):
@@ -20,8 +22,9 @@ class PeakScaledLR(LRScheduler):
     ``plateau``: flat, times ``plateau_factor`` each time the monitored metric stalls for
     ``plateau_patience`` epochs (Lightning passes the metric to ``step``)."""
 
-    def __init__(self, optimizer: Optimizer, kind: str, total_steps: int, warmup_steps: int = 0,
-                 plateau_factor: float = 0.5, plateau_patience: int = 1, plateau_mode: str = "min"):
+    def __init__(self, optimizer: Optimizer, kind: Schedule, total_steps: int, warmup_steps: int = 0, *,
+                 plateau_factor: float, plateau_patience: int, plateau_mode: str = "min"):
+        # plateau_factor and plateau_patience have no defaults here: optim.* in the config states them
         if kind not in SCHEDULES:
             raise ValueError(f"optim.schedule={kind!r} is not one of {', '.join(SCHEDULES)}")
         for group in optimizer.param_groups:

@@ -7,13 +7,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
+
+from xfer.data.spec import SPLITS
+from xfer.errors import ConfigError, NonFiniteLossError
 from xfer.models.lr_schedule import PeakScaledLR
 from xfer.models.scores import EpochStats
 
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
-
+# The optimizer settings the module reads. They have no defaults here: every optimizer config states
+# them (conf/optim/, and source_stage.optim in conf/train.yaml).
+OPTIM_KEYS = ("lr", "weight_decay", "betas", "schedule", "warmup_fraction", "label_smoothing", "plateau_factor",
+              "plateau_patience")
 
 ParamGroupsFn = Callable[["TransferModule"], list[dict[str, Any]]]
 # An extra loss term: (module, trunk features of the batch, batch) -> scalar
@@ -51,17 +54,21 @@ class TransferModule(pl.LightningModule):
         self.adapter, self.trunk, self.head = adapter, trunk, head
         self.num_classes = num_classes
         self.optim = dict(optim)
+        missing = [k for k in OPTIM_KEYS if k not in self.optim]
+        if missing:
+            raise ConfigError(f"the optimizer settings lack {', '.join(missing)}; allowed: a config that states "
+                              f"{', '.join(OPTIM_KEYS)} (as conf/optim/adamw.yaml does)")
         self.param_groups_fn = param_groups
         self.loss_terms: list[LossTerm] = []
         self.task_loss_weight = 1.0  # a strategy may switch the task loss off for a phase
         # Norm layers a strategy froze: kept in eval mode so their running statistics stay put.
         self.frozen_norms: list[nn.Module] = []
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=float(self.optim.get("label_smoothing", 0.0)))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=float(self.optim["label_smoothing"]))
         self.test_confusion: list[list[int]] | None = None
         self.class_names: list[str] = [str(i) for i in range(num_classes)]
         # loss, accuracy, macro-F1 and the confusion matrix of each stage's epoch
         # (keys end in "_": a ModuleDict key may not shadow nn.Module.train)
-        self.stats = nn.ModuleDict({f"{s}_": EpochStats(num_classes) for s in ("train", "val", "test")})
+        self.stats = nn.ModuleDict({f"{s}_": EpochStats(num_classes) for s in SPLITS})
 
     # -- model -------------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,10 +196,10 @@ class TransferModule(pl.LightningModule):
             group["peak_lr"] = group["lr"]
         o = self.optim
         optimizer = torch.optim.AdamW(groups, lr=o["lr"], weight_decay=o["weight_decay"],
-                                      betas=tuple(o.get("betas", (0.9, 0.999))), fused=self._fused())
+                                      betas=tuple(o["betas"]), fused=self._fused())
         scheduler = PeakScaledLR(
             optimizer, kind=o["schedule"], total_steps=total_steps,
             warmup_steps=int(round(o["warmup_fraction"] * total_steps)),
-            plateau_factor=o.get("plateau_factor", 0.5), plateau_patience=o.get("plateau_patience", 1),
+            plateau_factor=o["plateau_factor"], plateau_patience=o["plateau_patience"],
         )
         return optimizer, scheduler

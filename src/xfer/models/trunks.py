@@ -6,6 +6,7 @@ address the trunk only through that list, so every strategy works with every tru
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -27,14 +28,15 @@ class ConvBlock(nn.Module):
         return self.pool(self.act(self.norm(conv2d(self.conv, x))))
 
 
-POOLS = ("avg", "max")
+Pool = Literal["avg", "max"]  # global pooling after the last block; the config schema reads this list
+POOLS: tuple[str, ...] = get_args(Pool)
 
 
-def global_pool(x: torch.Tensor, pool: str) -> torch.Tensor:
+def global_pool(x: torch.Tensor, pool: Pool) -> torch.Tensor:
     return x.amax(dim=(2, 3)) if pool == "max" else x.mean(dim=(2, 3))
 
 
-def _check(channels: Sequence[int], pool: str) -> None:
+def _check(channels: Sequence[int], pool: Pool) -> None:
     if not channels or any(c < 1 for c in channels):
         raise ValueError(f"trunk.channels={list(channels)}; allowed: a non-empty list of positive widths")
     if pool not in POOLS:
@@ -45,12 +47,12 @@ class CNNTrunk(nn.Module):
     """A plain VGG-style CNN: one ``ConvBlock`` per entry of ``channels``, then global pooling.
 
     Global pooling makes the trunk indifferent to the input's height and width, so a 28x28 digit and
-    a 6x8 token grid both fit. Subclasses change the block type only.
+    a 6x8 token grid both fit. Subclasses change the block type (and may change the defaults).
     """
 
     block: type[nn.Module] = ConvBlock
 
-    def __init__(self, in_channels: int = 16, channels: Sequence[int] = (32, 64, 128, 128), pool: str = "avg"):
+    def __init__(self, in_channels: int = 32, channels: Sequence[int] = (32, 64, 128, 128), pool: Pool = "avg"):
         super().__init__()
         _check(channels, pool)
         widths = [in_channels, *channels]
@@ -93,6 +95,10 @@ class ResNetTrunk(CNNTrunk):
     """A small ResNet: one ``ResidualBlock`` per entry of ``channels``, then global pooling."""
 
     block = ResidualBlock
+
+    # its own defaults: conf/trunk/resnet.yaml's narrower stem
+    def __init__(self, in_channels: int = 16, channels: Sequence[int] = (32, 64, 128, 128), pool: Pool = "avg"):
+        super().__init__(in_channels, channels, pool)
 
 
 class MultiWidthConv1d(nn.Module):

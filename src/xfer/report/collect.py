@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from xfer.errors import ReportError
+
 Folders = str | Path | Iterable[str | Path]
 
 # overrides already shown as the strategy, the data size or the unit (seed, split_seed), or that only
@@ -18,9 +20,6 @@ _SHOWN = ("strategy", "seed", "target.split_seed", "target.fraction", "target.sa
 DIR = "_dir"  # key added to each run: the folder its results.json was read from
 OVERRIDES = "_overrides"  # key added to each run: its overrides.yaml entries not in _SHOWN
 
-
-class ReportError(ValueError):
-    """A sweep folder the summary cannot be honest about (duplicate runs, an unknown reference)."""
 
 
 def as_folders(folders: Folders) -> list[Path]:

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xfer.report.collect import DIR  # noqa: E402
+from xfer.report.settings import METRICS  # noqa: E402
 from xfer.report.summary import Group, Summary  # noqa: E402
 
 
@@ -56,9 +57,10 @@ def plot_by_strategy(s: Summary, folder: Path) -> Path | None:
         lo, hi = ax.get_xlim()
         ax.set_xlim(max(lo, 0.0), min(hi, 100.0))  # a t-interval of 2 runs can reach past 0-100%
         ax.set_yticks(range(len(members)), [g.strategy for g in members], fontsize=8)
-        ax.set_xlabel("target test accuracy (%)")
+        ax.set_xlabel(f"target {METRICS[s.metric]} (%)")
         ax.set_title(f"data={size}", fontsize=9)
-    fig.suptitle("Test accuracy by group (dot: mean, whiskers: 95% CI, grey: units)", fontsize=10, y=1.02)
+    fig.suptitle(f"{_cap(METRICS[s.metric])} by group (dot: mean, whiskers: 95% CI, grey: units)", fontsize=10,
+                 y=1.02)
     path = folder / "accuracy_by_strategy.png"
     _save(fig, path)
     return path
@@ -97,16 +99,21 @@ def plot_differences(s: Summary, folder: Path) -> Path | None:
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(dots)), [c.group.strategy for c in dots], fontsize=8)
         ax.set_ylim(-0.7, max(len(dots), 1) - 0.3)
-        ax.set_xlabel(f"difference from {ref.strategy} (accuracy points)")
+        ax.set_xlabel(f"difference from {ref.strategy} ({s.score} points)")
         ax.set_title(f"data={size}", fontsize=9)
-    fig.suptitle(f"Paired difference from the reference (95% t-CI, grey: bootstrap; red: Holm p < 0.05, m={s.m})",
-                 fontsize=10, y=1.02)
+    fig.suptitle(f"Paired difference from the reference (95% t-CI, grey: bootstrap; red: Holm p < {s.alpha:g}, "
+                 f"m={s.m})", fontsize=10, y=1.02)
     path = folder / "difference_from_reference.png"
     _save(fig, path)
     return path
 
 
-def _line_plot(curves: dict[str, list[tuple[float, Group]]], xlabel: str, title: str, path: Path) -> Path:
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _line_plot(curves: dict[str, list[tuple[float, Group]]], xlabel: str, title: str, path: Path,
+               ylabel: str) -> Path:
     """One line per label through (x, group) points, with 95% CI error bars (none for n=1)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, pts in sorted(curves.items()):
@@ -114,7 +121,7 @@ def _line_plot(curves: dict[str, list[tuple[float, Group]]], xlabel: str, title:
         ax.errorbar([x for x, _ in pts], [100 * g.mean for _, g in pts], yerr=[_err(g) for _, g in pts],
                     marker="o", capsize=3, label=label)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("target test accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -128,8 +135,9 @@ def plot_by_fraction(s: Summary, folder: Path) -> Path | None:
     curves: dict[str, list[tuple[float, Group]]] = defaultdict(list)
     for g in numeric:
         curves[g.strategy].append((g.data, g))
-    return _line_plot(curves, "target.fraction (share of the training split)", "Accuracy against training data",
-                      folder / "accuracy_by_fraction.png")
+    return _line_plot(curves, "target.fraction (share of the training split)",
+                      f"{_cap(s.score)} against training data", folder / "accuracy_by_fraction.png",
+                      f"target {METRICS[s.metric]} (%)")
 
 
 _K = re.compile(r"^([\w./-]+)\((.*)\)")
@@ -153,7 +161,7 @@ def plot_layer_transfer(s: Summary, folder: Path) -> Path | None:
     if not curves:
         return None
     return _line_plot(curves, "k: trunk blocks transferred", "Layer transfer (Yosinski et al. 2014)",
-                      folder / "layer_transfer.png")
+                      folder / "layer_transfer.png", f"target {METRICS[s.metric]} (%)")
 
 
 def read_scalar(run_dir: Path, tag: str) -> list[tuple[int, float]]:

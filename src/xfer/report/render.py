@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from xfer.report import stats
 from xfer.report.collect import DIR
-from xfer.report.summary import METRIC, Comparison, Summary, fmt_unit
+from xfer.report.settings import METRICS
+from xfer.report.summary import Comparison, Summary, fmt_unit
 
 
 def _pct(x: float | None) -> str:
@@ -44,7 +44,7 @@ def protocol(s: Summary) -> str:
             f"such as movies, when the split is grouped)" if s.bootstrap > 0
             else "no bootstrap (turned off)")
     return (f"Protocol: the winner at each data size is the group with the best mean validation accuracy "
-            f"(best checkpoint); its test accuracy is reported, never used to choose. Every group is compared "
+            f"(best checkpoint); its {METRICS[s.metric]} is reported, never used to choose. Every group is compared "
             f"with the reference ({_reference_name(s)}) as a paired difference over the (seed, split_seed) units both "
             f"ran{_contrasts_text(s)}, Holm-corrected together over m={s.m} comparisons, with {boot}.")
 
@@ -61,7 +61,7 @@ def _reference_name(s: Summary) -> str:
 
 def to_markdown(s: Summary) -> str:
     lines = [f"# Sweep summary: {', '.join(map(str, s.folders))}", "", protocol(s), "",
-             f"Metric: target {METRIC} (%), mean over units; val: the best checkpoint's validation accuracy (%); "
+             f"Metric: target {s.metric} (%), mean over units; val: the best checkpoint's validation accuracy (%); "
              "95% CI from Student's t.", "",
              "| group | data | n | failed | val mean | test mean | std | 95% CI |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -82,11 +82,11 @@ def to_markdown(s: Summary) -> str:
         lines.append(f"No comparisons: no reference group {s.reference!r} with a partner to compare "
                      "(see the notes)." if not s.references else "No comparisons: the reference is the only group.")
     else:
-        alpha = stats.ALPHA / max(1, s.m)
-        lines += [f"Group minus reference, in accuracy points. p: two-sided paired t-test over units (marked "
+        alpha = s.alpha / max(1, s.m)
+        lines += [f"Group minus reference, in {s.score} points. p: two-sided paired t-test over units (marked "
                   f"where the differences have no spread and the exact sign-flip p is used; one unit gets no "
-                  f"p, only McNemar's test of its two models, outside the family); significant: Holm p < {stats.ALPHA}. Seeds "
-                  f"for 1pt / 2pt: the smallest n with 80% power at alpha/m = {stats.ALPHA}/{s.m} = {alpha:.3g} "
+                  f"p, only McNemar's test of its two models, outside the family); significant: Holm p < {s.alpha:g}. Seeds "
+                  f"for 1pt / 2pt: the smallest n with 80% power at alpha/m = {s.alpha:g}/{s.m} = {alpha:.3g} "
                   "(Holm's strictest step), given the observed sd of the differences.", "",
                   "| group vs reference | data | n pairs | diff | 95% t-CI | bootstrap 95% CI | p | Holm p | "
                   "significant | d_z | seeds for 1pt / 2pt |",

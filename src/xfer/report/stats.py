@@ -15,7 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-ALPHA = 0.05
+from xfer.report.settings import DEFAULT_ALPHA
+
+# The level of every interval, whatever the summary's alpha (settings.DEFAULT_ALPHA): it is part of
+# what the tables and plots label them (``95% CI``, ``ci95_low``).
+CI_LEVEL = 0.95
 SIGN_FLIP_MAX_N = 12  # the exact sign-flip p is reported beside the t-test up to this many units
 SEEDS_MAX = 1000
 _ENUMERATE_MAX_N = 16  # 2^16 sign patterns is the most we enumerate
@@ -85,7 +89,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDiff:
         return PairedDiff(n, mean, 0.0, None, None, flip, "exact sign-flip (no spread)", flip, None)
     sd = float(d.std(ddof=1))
     se = sd / math.sqrt(n)
-    t_crit = float(stats.t.ppf(1 - ALPHA / 2, n - 1))
+    t_crit = float(stats.t.ppf(0.5 + CI_LEVEL / 2, n - 1))
     p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return PairedDiff(n, mean, sd, mean - t_crit * se, mean + t_crit * se, p, "paired t", flip, mean / sd)
 
@@ -115,7 +119,7 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
 
 
 def bootstrap_diff(units: Sequence[tuple], n_boot: int = 2000, seed: int = 0,
-                   level: float = 0.95) -> tuple[float, float]:
+                   level: float = CI_LEVEL) -> tuple[float, float]:
     """Percentile CI of the accuracy difference a - b from per-example predictions, by a two-level
     bootstrap: units (seed pairs) with replacement, then within each drawn unit its test examples with
     replacement, the same examples for both strategies.
@@ -166,7 +170,7 @@ def d_z(diffs: Sequence[float]) -> float | None:
     return float(d.mean() / d.std(ddof=1))
 
 
-def paired_t_power(n: np.ndarray | int, delta: float, sd: float, alpha: float = ALPHA) -> np.ndarray:
+def paired_t_power(n: np.ndarray | int, delta: float, sd: float, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
     """Power of a two-sided paired t-test with n units to detect a true mean difference ``delta``."""
     n = np.asarray(n, dtype=float)
     df = n - 1
@@ -192,7 +196,7 @@ def _chi2_roots(df: float) -> np.ndarray:
     return np.sqrt(stats.chi2.ppf(q, df) / df)
 
 
-def seeds_needed(sd: float | None, delta: float, alpha: float = ALPHA, power: float = 0.8) -> int | str | None:
+def seeds_needed(sd: float | None, delta: float, alpha: float = DEFAULT_ALPHA, power: float = 0.8) -> int | str | None:
     """The smallest n (2..1000) at which a two-sided paired t-test at level ``alpha`` has ``power`` to
     detect a true difference ``delta``, given the sd of the paired differences; ">1000" beyond, None
     when the spread is unknown (one unit) or zero (nothing to plan from)."""
@@ -223,4 +227,4 @@ def mean_sd_ci(values: Sequence[float]) -> tuple[float, float | None, float | No
     if v.size < 2:
         return mean, None, None
     sd = float(v.std(ddof=1))
-    return mean, sd, float(stats.t.ppf(1 - ALPHA / 2, v.size - 1)) * sd / math.sqrt(v.size)
+    return mean, sd, float(stats.t.ppf(0.5 + CI_LEVEL / 2, v.size - 1)) * sd / math.sqrt(v.size)

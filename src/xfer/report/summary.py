@@ -1,6 +1,9 @@
 """A sweep's groups and comparisons, following the research protocol: the winner is picked on
 validation, and every group is compared with the reference as a paired difference over the
-(seed, split_seed) units both ran, Holm-corrected over every comparison in the summary."""
+(seed, split_seed) units both ran, Holm-corrected over every comparison in the summary.
+
+Two settings shape the verdicts: ``metric``, the test score compared (one of ``settings.METRICS``), and
+``alpha``, the level Holm-adjusted p-values are called significant at (defaults: xfer.report.settings)."""
 from __future__ import annotations
 
 import math
@@ -16,13 +19,9 @@ from xfer.report import stats
 from xfer.report.collect import (DIR, Folders, ReportError, as_folders, collect, data_size, fingerprint,
                                  load_predictions, unit)
 from xfer.report.labels import run_labels
+from xfer.report.settings import (ACCURACY, DEFAULT_ALPHA, DEFAULT_CONTRASTS, DEFAULT_METRIC, DEFAULT_REFERENCE,
+                                  METRICS, check_alpha, check_metric)
 
-METRIC = "test/acc"
-DEFAULT_REFERENCE = "scratch"
-# Planned contrasts beyond "every group vs the reference", each "A:B" (A minus B), made wherever both
-# groups exist and Holm-corrected with the rest. linear_probe vs frozen_random is the frozen-random-trunk
-# control: it separates what pretraining gives from what freezing gives.
-DEFAULT_CONTRASTS = ("linear_probe:frozen_random",)
 Unit = tuple[int, int]  # (seed, split_seed)
 
 
@@ -34,7 +33,7 @@ class Group:
     data: Any
     name: str  # the bare strategy name
     experiment: str | None
-    values: dict[Unit, float] = field(default_factory=dict)  # test accuracy
+    values: dict[Unit, float] = field(default_factory=dict)  # the summary's test metric
     val: dict[Unit, float] = field(default_factory=dict)  # best-checkpoint validation accuracy, where recorded
     runs: dict[Unit, dict[str, Any]] = field(default_factory=dict)
     failed: int = 0
@@ -67,7 +66,7 @@ class Group:
 
     @property
     def ci95(self) -> float | None:
-        """Half-width of the 95% Student-t CI of the mean test accuracy (None for n < 2)."""
+        """Half-width of the 95% Student-t CI of the mean test metric (None for n < 2)."""
         return stats.mean_sd_ci(list(self.values.values()))[2]
 
     @property
@@ -126,11 +125,18 @@ class Summary:
     kept_newest: list[tuple[str, str]] = field(default_factory=list)  # (kept, dropped) run folders
     bootstrap: int = 0
     contrasts: tuple[str, ...] = ()  # the planned contrasts asked for, "A:B"
+    alpha: float = DEFAULT_ALPHA  # significant: Holm p < alpha
+    metric: str = DEFAULT_METRIC  # the test score in values, one of METRICS
 
     @property
     def m(self) -> int:
         """Size of the Holm family: comparisons that have a p-value."""
         return sum(c.p is not None for c in self.comparisons)
+
+    @property
+    def score(self) -> str:
+        """The metric's name without "test" (accuracy, macro-F1): what a difference is in points of."""
+        return METRICS[self.metric].removeprefix("test ")
 
     @property
     def sizes(self) -> list[Any]:
@@ -148,7 +154,7 @@ def fmt_unit(u: Unit) -> str:
     return f"seed {u[0]}" if u[1] == 0 else f"seed {u[0]} split {u[1]}"
 
 
-def _group_runs(ok: list[dict[str, Any]], failed: list[dict[str, Any]], keep_newest: bool
+def _group_runs(ok: list[dict[str, Any]], failed: list[dict[str, Any]], keep_newest: bool, metric: str
                 ) -> tuple[dict[tuple[str, Any], Group], list[tuple[str, str]]]:
     labels = run_labels(ok, failed)
     groups: dict[tuple[str, Any], Group] = {}
@@ -173,7 +179,7 @@ def _group_runs(ok: list[dict[str, Any]], failed: list[dict[str, Any]], keep_new
                 continue
             kept.append((r[DIR], old[DIR]))
         g.runs[u] = r
-        g.values[u] = float(r["target"]["test"][METRIC])
+        g.values[u] = float(r["target"]["test"][metric])
         best_val = (r.get("target") or {}).get("best_val")
         if best_val is not None:
             g.val[u] = float(best_val)
@@ -214,7 +220,7 @@ def _load(r: dict[str, Any], cache: dict[str, Any]) -> dict[str, np.ndarray] | N
 def _usable(r: dict[str, Any], p: dict[str, np.ndarray]) -> bool:
     """The predictions score what the run reported: a mismatch (e.g. predictions made at another precision
     than the test loop's) would describe a slightly different model."""
-    reported = ((r.get("target") or {}).get("test") or {}).get(METRIC)
+    reported = ((r.get("target") or {}).get("test") or {}).get(ACCURACY)
     if reported is None or not len(p["label"]):
         return False
     return abs(float(np.mean(p["pred"] == p["label"])) - float(reported)) <= 0.5 / len(p["label"]) + 1e-9
@@ -232,12 +238,13 @@ def _prediction_pairs(c: Comparison, cache: dict[str, Any]) -> tuple[list[tuple]
         if not (np.array_equal(pa["index"], pb["index"]) and np.array_equal(pa["label"], pb["label"])):
             return [], f"test sets differ at {fmt_unit(u)} (example indices)"
         if not (_usable(ra, pa) and _usable(rb, pb)):
-            return [], f"predictions.npz does not score the reported test/acc at {fmt_unit(u)}"
+            return [], f"predictions.npz does not score the reported {ACCURACY} at {fmt_unit(u)}"
         out.append((pa["label"], pa["pred"] == pa["label"], pb["pred"] == pb["label"], pa.get("group")))
     return out, ""
 
 
-def _compare(g: Group, ref: Group, bootstrap: int, seed: int, cache: dict[str, Any]) -> Comparison | None:
+def _compare(g: Group, ref: Group, bootstrap: int, seed: int, cache: dict[str, Any], metric: str
+             ) -> Comparison | None:
     shared = sorted(set(g.values) & set(ref.values))
     if not shared or _different_test_sets(g, ref, shared):
         return None
@@ -246,6 +253,9 @@ def _compare(g: Group, ref: Group, bootstrap: int, seed: int, cache: dict[str, A
     c = Comparison(g, ref, shared, {k: v for k, v in dropped.items() if v}, diff, diff.p, diff.test)
     if bootstrap <= 0 and len(shared) > 1:
         c.boot_note = "bootstrap off"
+        return c
+    if metric != ACCURACY:  # the predictions give accuracy differences, not differences in this metric
+        c.boot_note = f"the bootstrap resamples {ACCURACY}, not {metric}"
         return c
     pairs, c.boot_note = _prediction_pairs(c, cache)
     if pairs and len(shared) == 1 and pairs[0][3] is None:
@@ -279,29 +289,32 @@ def parse_contrasts(contrasts: Sequence[str] | str | None) -> tuple[tuple[str, s
 
 def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest: bool = False,
               bootstrap: int = 2000, bootstrap_seed: int = 0,
-              contrasts: Sequence[str] | str | None = DEFAULT_CONTRASTS) -> Summary:
-    """Read every run under ``folders`` and build the groups, the winners (on validation), the
-    comparisons with the reference and the planned ``contrasts``. Raises ReportError for duplicate runs
-    (unless ``keep_newest``), for a reference other than the default that names no group, and for an
-    asked-for contrast that matches no pair of groups."""
+              contrasts: Sequence[str] | str | None = DEFAULT_CONTRASTS, alpha: float = DEFAULT_ALPHA,
+              metric: str = DEFAULT_METRIC) -> Summary:
+    """Read every run under ``folders`` and build the groups of their test ``metric``, the winners (on
+    validation), the comparisons with the reference and the planned ``contrasts``, significant at Holm
+    p < ``alpha``. Raises ReportError for an alpha or metric that is not allowed, for duplicate runs (unless
+    ``keep_newest``), for a reference other than the default that names no group, and for an asked-for
+    contrast that matches no pair of groups."""
+    alpha, metric = check_alpha(alpha), check_metric(metric)
     pairs = parse_contrasts(contrasts)
     runs, incomplete = collect(folders)
     ok = [r for r in runs if r.get("status") == "ok"]
     failed = [r for r in runs if r.get("status") != "ok"]
-    unscored = {id(r) for r in ok if not isinstance(((r.get("target") or {}).get("test") or {}).get(METRIC),
+    unscored = {id(r) for r in ok if not isinstance(((r.get("target") or {}).get("test") or {}).get(metric),
                                                     (int, float))}
     val_only = [r for r in ok if id(r) in unscored and r.get("eval_test") is False]
     if unscored:  # an ok status without the metric: a file written by something else; never guess
-        incomplete += [f"{r[DIR]} (results.json has no target {METRIC})" for r in ok
+        incomplete += [f"{r[DIR]} (results.json has no target {metric})" for r in ok
                        if id(r) in unscored and r.get("eval_test") is not False]
         ok = [r for r in ok if id(r) not in unscored]
-    by_key, kept = _group_runs(ok, failed, keep_newest)
+    by_key, kept = _group_runs(ok, failed, keep_newest, metric)
     dropped_dirs = {d for _, d in kept}
     ok = [r for r in ok if r[DIR] not in dropped_dirs]
     groups = sorted(by_key.values(), key=lambda g: (size_key(g.data), -(g.val_mean if g.val_mean is not None
                                                                       else -math.inf), -_mean0(g), g.strategy))
     s = Summary(as_folders(folders), groups, [], {}, {}, reference, failed, incomplete, ok, [], kept, bootstrap,
-                tuple(f"{a}:{b}" for a, b in pairs))
+                tuple(f"{a}:{b}" for a, b in pairs), alpha, metric)
     made: set[tuple[str, str]] = set()
     if val_only:
         s.notes.append(f"{len(val_only)} validation-only run{'s' if len(val_only) > 1 else ''} (eval_test=false: "
@@ -325,7 +338,7 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
         s.references[size] = ref = found[0]
         for g in members:
             if g is not ref and g.n > 0:
-                c = _compare(g, ref, bootstrap, bootstrap_seed, cache)
+                c = _compare(g, ref, bootstrap, bootstrap_seed, cache, metric)
                 if c is None:
                     shared = sorted(set(g.values) & set(ref.values))
                     why = _different_test_sets(g, ref, shared) or "no (seed, split_seed) unit in common"
@@ -342,7 +355,7 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
             if any({c.group, c.reference} == {ga, gb} for c in s.comparisons):
                 made.add((a, b))
                 continue
-            c = _compare(ga, gb, bootstrap, bootstrap_seed, cache)
+            c = _compare(ga, gb, bootstrap, bootstrap_seed, cache, metric)
             if c is not None:
                 c.contrast = True
                 s.comparisons.append(c)
@@ -378,7 +391,7 @@ def _correct(s: Summary) -> None:
     strictest level alpha/m."""
     for c, p in zip(s.comparisons, stats.holm([c.p for c in s.comparisons])):
         c.p_holm = p
-        c.significant = p is not None and p < stats.ALPHA
-        alpha = stats.ALPHA / max(1, s.m)
+        c.significant = p is not None and p < s.alpha
+        alpha = s.alpha / max(1, s.m)
         c.seeds_1pt = stats.seeds_needed(c.diff.sd, 0.01, alpha)
         c.seeds_2pt = stats.seeds_needed(c.diff.sd, 0.02, alpha)

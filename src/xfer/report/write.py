@@ -8,16 +8,19 @@ from xfer.io import atomic_write_bytes
 from xfer.report.collect import Folders, as_folders
 from xfer.report.plots import write_plots
 from xfer.report.render import comparisons_csv, to_csv, to_markdown
-from xfer.report.summary import DEFAULT_CONTRASTS, DEFAULT_REFERENCE, Summary, summarize
+from xfer.report.settings import DEFAULT_ALPHA, DEFAULT_CONTRASTS, DEFAULT_METRIC, DEFAULT_REFERENCE
+from xfer.report.summary import Summary, summarize
 
 
 def write_summary(folders: Folders, plots: bool = True, reference: str = DEFAULT_REFERENCE,
                   keep_newest: bool = False, bootstrap: int = 2000,
-                  contrasts: Sequence[str] | str | None = DEFAULT_CONTRASTS) -> Summary:
+                  contrasts: Sequence[str] | str | None = DEFAULT_CONTRASTS, alpha: float = DEFAULT_ALPHA,
+                  metric: str = DEFAULT_METRIC) -> Summary:
     """Summarize the runs under ``folders`` (one folder, or several merged: a sweep and a separate
     baseline sweep) and write summary.md, summary.csv, comparisons.csv and the plots into the first."""
     out = as_folders(folders)[0]
-    s = summarize(folders, reference=reference, keep_newest=keep_newest, bootstrap=bootstrap, contrasts=contrasts)
+    s = summarize(folders, reference=reference, keep_newest=keep_newest, bootstrap=bootstrap, contrasts=contrasts,
+                  alpha=alpha, metric=metric)
     atomic_write_bytes(out / "summary.md", to_markdown(s).encode())
     atomic_write_bytes(out / "summary.csv", to_csv(s).encode())
     atomic_write_bytes(out / "comparisons.csv", comparisons_csv(s).encode())
