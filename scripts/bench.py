@@ -38,9 +38,8 @@ QUICK = ["source_stage.max_epochs=1", "source.fraction=0.2", "trainer.max_epochs
 def compose(overrides: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from xfer.cli import register_resolvers
+    import xfer  # noqa: F401 - registers the configs' resolvers
 
-    register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
 
@@ -50,25 +49,27 @@ def target_stage(cfg, dm) -> tuple[Any, Any, Any]:
     """A fresh target-stage module (random trunk: the same FLOPs as a pretrained one) on the data
     module ``dm`` (set up once per section: tokenising is not what is measured)."""
     from xfer import build
-    from xfer.pipeline import build_target
     from xfer.freezing.groups import apply_plan, plan_for
+    from xfer.results import freezing_name
+    from xfer.target_stage import build_target
 
-    strat = build.strategy(cfg.strategy)
+    strat = build.freezing(cfg.strategy, freezing_name(cfg))
     optim = build.to_dict(cfg.optim)
-    module, dm = build_target(cfg, strat, dm, None, optim)
+    module, dm, _ = build_target(cfg, strat, dm)
     apply_plan(module, plan_for(module, strat, optim, 0))  # what FreezingCallback does at setup
     return module, dm, strat
 
 
 def lightning_fit(cfg, dm, workdir: Path) -> dict[str, Any]:
     from xfer import build
+    from xfer.callbacks import stage_timing
 
     module, dm, strat = target_stage(cfg, dm)
-    trainer = build.trainer(cfg, workdir, "target", build.strategy_callbacks(strat, build.to_dict(cfg.optim)))
+    trainer = build.trainer(cfg, workdir, "target", build.freezing_callbacks(strat, build.to_dict(cfg.optim)))
     start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=dm)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"wall_s": wall, "cpu_s": cpu, **build.stage_timing(trainer)}
+    return {"wall_s": wall, "cpu_s": cpu, **stage_timing(trainer)}
 
 
 def plain_fit(cfg, dm, workdir: Path) -> dict[str, Any]:

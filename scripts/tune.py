@@ -39,9 +39,8 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from xfer.cli import register_resolvers
+    import xfer  # noqa: F401 - registers the configs' resolvers
 
-    register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return hydra_compose(config_name="train", overrides=overrides)
 
@@ -54,7 +53,7 @@ def search_space(overrides: list[str], strategy: str) -> list[str]:
     from xfer import build
 
     cfg = compose([*overrides, f"strategy={strategy}"])
-    strat = build.strategy(cfg.strategy)
+    strat = build.freezing(cfg.strategy, strategy)
     n_blocks = len(instantiate(cfg.trunk).blocks)
     epochs = range(int(cfg.trainer.max_epochs))
 
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("error: scripts/tune.py needs optuna; pip install -e '.[optuna]'", file=sys.stderr)
         return 2
-    from xfer.cli import config_groups
+    from xfer.argv import config_groups
 
     strategies = [s for s in args.strategies.split(",") if s]
     known = config_groups()["strategy"]
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spaces = {s: search_space(overrides, s) for s in strategies}
     except Exception as err:  # noqa: BLE001 - a bad override: one line, as train.py would say it
-        from xfer.cli import one_line
+        from xfer.failure import one_line
 
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

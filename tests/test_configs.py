@@ -6,9 +6,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from xfer.cli import CONF_DIR, check_choices, config_groups, register_resolvers
+from xfer.argv import CONF_DIR, check_choices, config_groups
 
-register_resolvers()
 GROUPS = config_groups()
 # Groups that are chosen through a package override in the defaults list.
 PACKAGED = {"adapter": ["adapter@source_adapter", "adapter@target_adapter"]}

@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from xfer import build
+from xfer import build, target_stage
+from xfer.callbacks import EpochSeed
 from xfer.data import ImageDataModule, TextDataModule
 from xfer.models.adapters import ImageAdapter, TextGridAdapter
 from xfer.models.heads import LinearHead
@@ -23,10 +24,13 @@ from xfer.freezing import (AlignRefine, Finetune, FreezeFirstK, FreezingCallback
                              L2SP, LayerwiseLR, LinearProbe, LPFT, NormOnly, Scratch, FreezingError,
                              Surgical, param_groups)
 from xfer.freezing.groups import NORM_TYPES, norm_and_bias_params
-from xfer.freezing.joint import JointDataModule, JointTransferModule
+from xfer.freezing.random_first_k import RandomFirstK
+from xfer.data.joint import JointDataModule
+from xfer.models.joint import JointTransferModule
 
 EPOCHS = 4
-OPTIM = {"lr": 3e-3, "trunk_lr": 1e-3, "weight_decay": 1e-2, "schedule": "cosine", "warmup_fraction": 0.1}
+OPTIM = {"lr": 3e-3, "trunk_lr": 1e-3, "weight_decay": 1e-2, "schedule": "cosine", "warmup_fraction": 0.1,
+         "betas": [0.9, 0.999], "label_smoothing": 0.0, "plateau_factor": 0.5, "plateau_patience": 1}
 
 STRATEGIES = {
     "scratch": lambda **kw: Scratch(**kw),
@@ -42,6 +46,7 @@ STRATEGIES = {
     "l2sp": lambda **kw: L2SP(alpha=0.1, **kw),
     "align_refine": lambda **kw: AlignRefine(align_epochs=2, **kw),
     "joint": lambda **kw: Joint(lam=0.5, **kw),
+    "random_first_k": lambda **kw: RandomFirstK(k=2, **kw),
 }
 
 
@@ -133,7 +138,7 @@ class Inspector(Callback):
 
 def fit(module, dm, strategy, epochs=EPOCHS, optim=OPTIM, ckpt_path=None, extra=()):
     inspector = Inspector(strategy)
-    callbacks = [build.EpochSeed(0), FreezingCallback(strategy, optim), *strategy.callbacks(), inspector, *extra]
+    callbacks = [EpochSeed(0), FreezingCallback(strategy, optim), *strategy.callbacks(), inspector, *extra]
     trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=bool(extra), deterministic=True,
                          limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0, callbacks=callbacks)
@@ -282,17 +287,16 @@ def test_frozen_random_is_linear_probe_on_the_source_stages_random_start():
     from hydra.utils import instantiate
 
     from conftest import ROOT
-    from xfer import pipeline
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose(config_name="train", overrides=["experiment=img2txt", "strategy=frozen_random",
                                                       "target.fraction=0.05", "source.fraction=0.25"])
-    strat = build.strategy(cfg.strategy)
-    assert isinstance(strat, FrozenRandom) and not strat.needs_source
+    strat = build.freezing(cfg.strategy, "frozen_random")
+    assert isinstance(strat, FrozenRandom) and not cfg.source_stage.enabled
     plan = strat.plan(0, 4, 1.0, 0.5)
     assert plan == LinearProbe().plan(0, 4, 1.0, 0.5)
     target_dm = build.datamodule(cfg.target, cfg.seed)
-    module, _ = pipeline.build_target(cfg, strat, target_dm, None, build.to_dict(cfg.optim))
+    module, _, _ = target_stage.build_target(cfg, strat, target_dm)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as run_source_stage starts
     build.datamodule(cfg.source, cfg.seed)
@@ -306,13 +310,12 @@ def test_frozen_random_is_linear_probe_on_the_source_stages_random_start():
         assert not torch.allclose(got.running_mean, init.running_mean)  # from the source pass, not 0/1
         assert not torch.allclose(got.running_var, init.running_var)
         assert got.momentum == init.momentum  # restored after the exact-average pass
-    again, _ = pipeline.build_target(cfg, strat, target_dm, None, build.to_dict(cfg.optim))
+    again, _, _ = target_stage.build_target(cfg, strat, target_dm)
     rng_after = torch.get_rng_state()
     assert all(torch.equal(a, b) for a, b in zip(module.trunk.state_dict().values(),
                                                    again.trunk.state_dict().values()))
     # the pass draws nothing from the RNG the target stage then uses
-    strat.norm_stats_from_source = False
-    pipeline.build_target(cfg, strat, target_dm, None, build.to_dict(cfg.optim))
+    target_stage.build_target(cfg, LinearProbe(), target_dm)  # frozen_random without the pass
     assert torch.equal(torch.get_rng_state(), rng_after)
 
     # the first block's statistics are those of the source images: the exact average over the pass's
@@ -327,3 +330,51 @@ def test_frozen_random_is_linear_probe_on_the_source_stages_random_start():
     assert torch.allclose(norms[0].running_mean, torch.stack(means).mean(0), atol=1e-5)
     # BatchNorm in frozen blocks stays put while the target trains: see
     # test_strategy_trains_exactly_what_it_plans[frozen_random-frozen]
+
+
+def test_random_first_k_is_freeze_first_k_on_the_random_start_with_source_statistics():
+    """The control for AnB: the first k blocks are the source stage's random starting weights, frozen, with
+    BatchNorm statistics from the source data; the rest train as freeze_first_k's do."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from conftest import ROOT
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="train", overrides=["experiment=img2txt", "strategy=random_first_k", "strategy.k=2",
+                                                      "target.fraction=0.05", "source.fraction=0.25"])
+    strat = build.freezing(cfg.strategy, "random_first_k")
+    assert not cfg.source_stage.enabled
+    assert strat.plan(0, 4, 1.0, 0.5) == FreezeFirstK(k=2).plan(0, 4, 1.0, 0.5)
+    module, _, parts = target_stage.build_target(cfg, strat, build.datamodule(cfg.target, cfg.seed))
+    assert parts.norm_stats_source == cfg.source.name
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    start = instantiate(cfg.trunk)
+    for (name, got), want in zip(module.trunk.named_parameters(), start.parameters()):
+        assert torch.equal(got, want), name
+    first = [m for m in module.trunk.blocks[0].modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    assert not torch.allclose(first.running_mean, torch.zeros_like(first.running_mean))
+
+
+
+def test_align_refine_banks_source_features_without_a_graph():
+    """The bank of source features is computed once, under no_grad: every align step draws from it, so a
+    bank that kept its autograd graph would fail at the second backward pass."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="train", overrides=["experiment=img2txt", "strategy=align_refine",
+                                                      "strategy.bank_size=300", "target.fraction=0.05",
+                                                      "source.fraction=0.25"])
+    source = build.datamodule(cfg.source, cfg.seed)
+    pretrained = build.model(source.spec, build.trunk(cfg.trunk), cfg.source_adapter, cfg.head,
+                             build.to_dict(cfg.source_stage.optim)).state_dict()
+    strat = build.freezing(cfg.strategy, "align_refine")
+    module, _, _ = target_stage.build_target(cfg, strat, build.datamodule(cfg.target, cfg.seed), pretrained)
+    bank = strat._source_features
+    assert bank.shape == (300, module.trunk.out_features) and not bank.requires_grad
+    with pytest.raises(FreezingError, match="source_stage.enabled=true"):
+        target_stage.build_target(cfg, build.freezing(cfg.strategy, "align_refine"),
+                                  build.datamodule(cfg.target, cfg.seed))

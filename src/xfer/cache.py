@@ -22,15 +22,13 @@ from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from xfer.errors import CacheError
 from xfer.io import atomic_write_json
 
 CACHE_VERSION = 1  # bump when the source stage changes in a way configs do not show
 MODEL_FILE, META_FILE = "source_model.safetensors", "meta.json"
 CHECKSUM = "model_sha256"  # in meta.json: the sha256 of MODEL_FILE
 
-
-class CacheError(RuntimeError):
-    """A cache entry exists but cannot be used."""
 
 
 def cache_key(shaping: dict[str, Any]) -> str:
@@ -47,8 +45,12 @@ def file_sha256(path: Path) -> str:
 
 
 class TrunkCache:
-    def __init__(self, root: str | Path):
+    """``lock_timeout_s``: how long a job waits for another job that is training the same key (runs take
+    it from the config's ``trunk_cache_wait_s``; -1: no limit)."""
+
+    def __init__(self, root: str | Path, lock_timeout_s: float = -1):
         self.root = Path(root)
+        self.lock_timeout_s = lock_timeout_s
 
     def entry(self, key: str) -> Path:
         return self.root / key
@@ -57,9 +59,9 @@ class TrunkCache:
         return (self.entry(key) / META_FILE).is_file() and (self.entry(key) / MODEL_FILE).is_file()
 
     @contextmanager
-    def lock(self, key: str, timeout: float = 6 * 3600) -> Iterator[None]:
+    def lock(self, key: str) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / f"{key}.lock"), timeout=timeout):
+        with FileLock(str(self.root / f"{key}.lock"), timeout=self.lock_timeout_s):
             yield
 
     def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from xfer.seeding import epoch_seed
+
 try:
     from xfer.models.module import clip_grad_norm_  # how TransferModule clips on a CPU
 except ImportError:  # an older xfer under the same bench (before/after figures)
@@ -112,7 +114,7 @@ def plain_fit(module: Any, dm: pl.LightningDataModule, epochs: int, seed: int,
     best_acc = -1.0
     for epoch in range(epochs):
         epoch_start = time.perf_counter()
-        pl.seed_everything(seed * 1009 + epoch, workers=True, verbose=False)  # as build.EpochSeed
+        pl.seed_everything(epoch_seed(seed, epoch), workers=True, verbose=False)  # as callbacks.EpochSeed
         train_loader.sampler.set_epoch(epoch)
         module.train()
         for i, (x, y) in enumerate(train_loader):

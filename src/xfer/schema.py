@@ -16,10 +16,12 @@ What is checked where:
   itself); the usual ones have types and ranges;
 * ``trunk``, ``source_adapter``, ``target_adapter``, ``head``, ``strategy``: the keys are the
   arguments of the ``_target_`` class; a value's type follows the argument's default (an int default
-  wants an integer, a float a number, ...), and common settings have ranges (``dropout`` in [0, 1),
-  widths >= 1); strategies check their own ranges against the trunk (``strategy.k``) right after;
-* ``source``, ``target``: readers take different settings, so only the common keys are checked
-  (fractions, batch sizes, ...) and other keys pass.
+  wants an integer, a float a number, ...), an argument annotated with a ``Literal`` alias takes its values
+  (``trunk.pool``, ``strategy.bn_policy``: the lists live in the code that owns them), and common settings
+  have ranges (``dropout`` in [0, 1), widths >= 1); strategies check their own ranges against the trunk (``strategy.k``) right after;
+* ``source``, ``target``: the data module's keys are the arguments of its class (fractions, batch
+  sizes, ...), with ranges; ``<group>.reader.*`` are the arguments of the reader function it names;
+* ``callbacks``: each entry null or a part (a class, or a function that builds callbacks).
 
 Values are checked after interpolation; ``paths.*`` are checked for known keys only (they resolve
 through Hydra at run time).
@@ -27,35 +29,42 @@ through Hydra at run time).
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
-class ConfigError(ValueError):
-    """A config value or key that is not allowed; the message is one line."""
-
+from xfer.errors import ConfigError
+from xfer.seeding import MAX_SEED
 
 # -- rules ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rule:
     ok: Callable[[Any], bool]
-    allowed: str  # "an integer >= 1", may contain {name} (the key's last part)
+    # "an integer >= 1", may contain {name} (the key's last part); a callable makes the text on first use
+    allowed: str | Callable[[], str]
     nullable: bool = False
 
     def or_null(self) -> "Rule":
         return Rule(self.ok, self.allowed, True)
 
+    def text(self) -> str:
+        return self.allowed if isinstance(self.allowed, str) else self.allowed()
+
     def check(self, key: str, value: Any) -> None:
         if value is None and self.nullable:
             return
         if not self.ok(value):
-            allowed = self.allowed.format(name=key.rsplit(".", 1)[-1])
+            allowed = self.text().format(name=key.rsplit(".", 1)[-1])
             if self.nullable:
                 allowed += " or null"
             raise ConfigError(f"{key}={show(value)}: must be {allowed}")
@@ -116,9 +125,16 @@ def choice(*values: Any) -> Rule:
                 "one of " + ", ".join(show(v) for v in values))
 
 
+def literal_choice(alias: Callable[[], Any]) -> Rule:
+    """``choice`` of the values of the ``Literal`` alias that ``alias()`` returns, read on first use: the
+    module that owns the list may import torch, which importing the schema should not."""
+    rule = functools.cache(lambda: choice(*typing.get_args(alias())))
+    return Rule(lambda v: rule().ok(v), lambda: rule().text())
+
+
 def list_of(item: Rule, length: int | None = None, nonempty: bool = False) -> Rule:
     what = f"a list of {length} " if length else "a non-empty list of " if nonempty else "a list of "
-    text = what + item.allowed.replace("an integer", "integers").replace("a number", "numbers")
+    text = what + item.text().replace("an integer", "integers").replace("a number", "numbers")
 
     def ok(v: Any) -> bool:
         return (isinstance(v, (list, tuple)) and (length is None or len(v) == length)
@@ -127,7 +143,7 @@ def list_of(item: Rule, length: int | None = None, nonempty: bool = False) -> Ru
 
 
 def either(*rules: Rule) -> Rule:
-    return Rule(lambda v: any(r.ok(v) for r in rules), " or ".join(r.allowed for r in rules))
+    return Rule(lambda v: any(r.ok(v) for r in rules), " or ".join(r.text() for r in rules))
 
 
 STRING = Rule(lambda v: isinstance(v, str), "a string")
@@ -136,20 +152,26 @@ MAPPING = Rule(lambda v: isinstance(v, Mapping), "a mapping of settings")
 ANY = Rule(lambda v: True, "anything")
 
 # -- the schema ----------------------------------------------------------------------------------
-SEED = integer(0, 4_000_000)  # EpochSeed reseeds with seed * 1009 + epoch, which must fit 32 bits
+def _schedule() -> Any:
+    from xfer.models.lr_schedule import Schedule  # the list of schedules; imports torch
+
+    return Schedule
+
+
+SEED = integer(0, MAX_SEED)  # seeding.epoch_seed(seed, epoch) must fit 32 bits
 OPTIM: dict[str, Rule] = {
     "lr": number(gt=0),
     "trunk_lr": number(gt=0),
     "weight_decay": number(ge=0),
     "betas": list_of(number(ge=0, lt=1), length=2),
-    "schedule": choice("cosine", "constant", "plateau"),
+    "schedule": literal_choice(_schedule),
     "warmup_fraction": number(ge=0, lt=1),
     "label_smoothing": number(ge=0, lt=1),
     "plateau_factor": number(gt=0, lt=1),
     "plateau_patience": integer(0),
     "fused": choice("auto", True, False),
 }
-SOURCE_STAGE: dict[str, Any] = {"max_epochs": integer(1), "optim": OPTIM}
+SOURCE_STAGE: dict[str, Any] = {"enabled": BOOL, "max_epochs": integer(1), "optim": OPTIM}
 TOP: dict[str, Any] = {
     "name": STRING,
     "seed": SEED,
@@ -157,6 +179,8 @@ TOP: dict[str, Any] = {
     "ckpt_path": STRING.or_null(),
     "resume": STRING.or_null(),
     "eval_test": BOOL,
+    "reinit_seed_offset": integer(0),
+    "trunk_cache_wait_s": number(gt=0),
     "source_stage": SOURCE_STAGE,
 }
 _RATIO = either(integer(0), number(ge=0, le=1))
@@ -184,20 +208,18 @@ TRAINER: dict[str, Rule] = {
 }
 # build.trainer passes these itself
 TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir")
-CALLBACKS: dict[str, Any] = {
-    "checkpoint": {"monitor": STRING, "mode": choice("min", "max"), "save_last": either(BOOL, choice("link"))},
-    "lr_monitor": BOOL,
-    "progress_bar_refresh": integer(1),
-    "early_stopping": MAPPING.or_null(),
-}
+# callbacks.<name>: null, or a _target_ node checked as a part; these values also have rules
+CALLBACK_RULES: dict[str, Rule] = {"monitor": STRING, "mode": choice("min", "max"),
+                                   "save_last": either(BOOL, choice("link")), "refresh_rate": integer(1)}
 PATHS = {"root_dir": ANY, "log_dir": ANY, "cache_dir": ANY, "output_dir": ANY}
-# The keys every data set understands; a reader's own keys (text_column, hub_id, ...) pass unchecked.
+# A data set config: its data module's arguments (checked against the _target_ class; these values have
+# rules) and ``reader``, a node naming a reader function whose keywords are checked against that
+# function. "reader.<key>" rules apply to the reader's keywords, wherever the reader takes them.
 DATA: dict[str, Rule] = {
     "_target_": STRING,
     "name": STRING,
-    "reader": STRING.or_null(),
-    "path": STRING.or_null(),
-    "reader_args": MAPPING.or_null(),
+    "reader.path": STRING.or_null(),
+    "reader.channels": choice(1, 3),
     "classes": list_of(integer(0), nonempty=True).or_null(),
     "val_fraction": number(ge=0, lt=1),
     "test_fraction": number(ge=0, lt=1),
@@ -213,7 +235,6 @@ DATA: dict[str, Rule] = {
     "min_frequency": integer(1),
     "lowercase": BOOL,
     "image_size": list_of(integer(1), length=2).or_null(),
-    "channels": choice(1, 3),
 }
 # Ranges of model settings, by name, wherever the chosen class takes them.
 PART_RULES: dict[str, Rule] = {
@@ -225,11 +246,12 @@ PART_RULES: dict[str, Rule] = {
     "channels": list_of(integer(1), nonempty=True),
     "widths": list_of(integer(1), nonempty=True),
     "maps": integer(1),
-    "pool": choice("avg", "max"),
-    "bn_policy": choice("frozen", "train"),
 }
+# A part's settings with a fixed list of values (trunk.pool, strategy.bn_policy) are not listed here: the
+# constructor annotates them with a Literal alias of the module that owns the list, and the rule is read
+# from that annotation (_rule_from_default).
 # Arguments the code supplies when it builds a part; never config keys.
-INJECTED = {"self", "spec", "out_channels", "in_features", "num_classes"}
+INJECTED = {"self", "spec", "out_channels", "in_features", "num_classes", "dirpath"}
 PARTS = ("trunk", "source_adapter", "target_adapter", "head", "strategy")
 DATASETS = ("source", "target")
 GROUPS = (*DATASETS, *PARTS, "optim", "trainer", "logger", "callbacks", "paths")
@@ -247,9 +269,10 @@ def validate(cfg: DictConfig) -> None:
     for key, rule in TOP.items():
         if key in cfg:
             _check(cfg, key, rule, key)
-    for group, rules in (("optim", OPTIM), ("callbacks", CALLBACKS)):
-        if group in cfg:
-            _check(cfg, group, rules, group)
+    if "optim" in cfg:
+        _check(cfg, "optim", OPTIM, "optim")
+    if "callbacks" in cfg:
+        _check_callbacks(cfg.callbacks)
     if "paths" in cfg:
         _check_keys(cfg.paths, "paths", PATHS)
     if "trainer" in cfg:
@@ -278,10 +301,22 @@ def allowed_keys(dotted: str) -> list[str] | None:
     top level) when they are known without composing the config, else None."""
     if dotted == "trainer":
         return trainer_keys()
-    tables: dict[str, Any] = {"": [*TOP, *GROUPS], "optim": OPTIM, "callbacks": CALLBACKS, "paths": PATHS,
-                              "source_stage": SOURCE_STAGE, "source_stage.optim": OPTIM,
-                              "callbacks.checkpoint": CALLBACKS["checkpoint"]}
-    return list(tables[dotted]) if dotted in tables else None
+    tables: dict[str, Any] = {"": [*TOP, *GROUPS], "optim": OPTIM, "paths": PATHS,
+                              "source_stage": SOURCE_STAGE, "source_stage.optim": OPTIM}
+    if dotted in tables:
+        return list(tables[dotted])
+    parent, _, name = dotted.partition(".")
+    if parent == "callbacks" and name and "." not in name:  # a shipped callback: its file's target's keys
+        from hydra.utils import get_object
+        from omegaconf import OmegaConf
+
+        file = Path(__file__).resolve().parents[2] / "conf" / "callbacks" / f"{name}.yaml"
+        try:
+            params = constructor_params(get_object(OmegaConf.load(file)[name]["_target_"]))
+        except Exception:  # noqa: BLE001 - not a shipped callback: no list to offer
+            return None
+        return None if params is None else list(params)
+    return None
 
 
 # Keys that existed once: naming one says why it went and what to do instead.
@@ -360,8 +395,62 @@ def _check_data(node: Any, group: str) -> None:
         raise ConfigError(f"{group}={show(node)}: must be a data set config (choose one with {group}=<name>)")
     if "_target_" not in node:
         raise ConfigError(f"{group}._target_ is missing; choose a data set with {group}=<name>")
+    from hydra.utils import get_object
+
+    target = _value(node, "_target_", f"{group}._target_")
+    try:
+        cls = get_object(target)
+    except Exception:  # noqa: BLE001 - any import failure is the same mistake for the user
+        raise ConfigError(f"{group}._target_={target}: no such data module can be imported") from None
+    # the reader: a node that Hydra turns into a partial of a reader function, called by the data module
+    example = "e.g. {_target_: xfer.data.readers_text.read_csv_text, _partial_: true, path: ...}"
+    if "reader" not in node:
+        raise ConfigError(f"{group}.reader is missing: a data set names its reader function ({example})")
+    reader = node["reader"]
+    if not isinstance(reader, DictConfig) or "_target_" not in reader:
+        raise ConfigError(f"{group}.reader={show(_value(node, 'reader', f'{group}.reader'))}: must be a reader "
+                          f"node with a _target_ ({example})")
+    reader_target = _value(reader, "_target_", f"{group}.reader._target_")
+    try:
+        function = get_object(reader_target)
+    except Exception:  # noqa: BLE001
+        raise ConfigError(f"{group}.reader._target_={reader_target}: no such reader function can be imported") from None
+    if not callable(function):
+        raise ConfigError(f"{group}.reader._target_={reader_target}: not a function")
+    partial = _value(reader, "_partial_", f"{group}.reader._partial_") if "_partial_" in reader else None
+    if partial is not True:
+        raise ConfigError(f"{group}.reader._partial_={show(partial)}: must be true (the data module calls the "
+                          f"reader when it loads)")
+    signature = inspect.signature(function).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.values())
+    handed = tuple(getattr(cls, "handed_to_reader", ()))  # the data module passes these on itself
+    reader_keys = [k for k, p in signature.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                   and k not in handed]
+    for k in _keys(reader):
+        if k in ("_target_", "_partial_", "_convert_", "_recursive_"):
+            continue
+        if k in handed and (k in signature or takes_any):
+            raise ConfigError(f"{group}.reader.{k} cannot be set: the data module hands the reader its own "
+                              f"{group}.{k}; set {group}.{k}")
+        if k not in reader_keys and not takes_any:
+            raise unknown(f"{group}.reader.{k}", reader_keys)
+    # the data module's own keys: its constructor's arguments, less the run's seed (the pipeline passes it)
+    params = constructor_params(cls) if isinstance(cls, type) else None
+    if params is not None:
+        allowed = ["_target_", *(k for k in params if k != "seed")]
+        for k in _keys(node):
+            if k in allowed:
+                continue
+            if k in reader_keys or k == "reader_args":
+                raise ConfigError(f"{group}.{k} is a setting of the reader now: set {group}.reader."
+                                  f"{'<key>' if k == 'reader_args' else k}")
+            raise unknown(f"{group}.{k}", allowed)
     for k, rule in DATA.items():
-        if k in node:
+        parent, _, key = k.rpartition(".")
+        if parent == "reader":
+            if key in reader:
+                _check(reader, key, rule, f"{group}.reader.{key}")
+        elif k in node:
             _check(node, k, rule, f"{group}.{k}")
     val, test = node.get("val_fraction", 0.1), node.get("test_fraction", 0.1)
     if val + test >= 1:
@@ -369,16 +458,30 @@ def _check_data(node: Any, group: str) -> None:
                           f"must add up to less than 1")
 
 
+def _check_callbacks(node: Any) -> None:
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"callbacks={show(node)}: must be a mapping of callback names to _target_ nodes or null")
+    for name in _keys(node):
+        if node[name] is None:
+            continue
+        _check_part(node[name], f"callbacks.{name}")
+        for k, rule in CALLBACK_RULES.items():
+            if k in node[name]:
+                _check(node[name], k, rule, f"callbacks.{name}.{k}")
+
+
 def _check_part(node: Any, group: str) -> None:
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"{group} must be a config with a _target_; choose one with {group}=<name>")
     target = _value(node, "_target_", f"{group}._target_")
     try:
-        from hydra.utils import get_class
+        from hydra.utils import get_object
 
-        cls = get_class(target)
+        cls = get_object(target)
     except Exception:  # noqa: BLE001 - any import failure is the same mistake for the user
         raise ConfigError(f"{group}._target_={target}: no such class can be imported") from None
+    if not callable(cls):
+        raise ConfigError(f"{group}._target_={target}: not a class or a function")
     params = constructor_params(cls)
     if params is not None:
         _check_keys(node, group, ["_target_", *params])
@@ -399,16 +502,25 @@ def constructor_params(cls: type) -> dict[str, inspect.Parameter] | None:
     from xfer.freezing.base import Freezing
 
     params: dict[str, inspect.Parameter] = {}
+    if not isinstance(cls, type):  # a function that builds the part (a callback factory)
+        sig = inspect.signature(cls)
+        hints = _type_hints(cls)
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return None
+        return {name: p.replace(annotation=hints[name]) if name in hints else p for name, p in sig.parameters.items()
+                if p.kind is not p.VAR_POSITIONAL and name not in INJECTED}
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
-        sig = inspect.signature(vars(klass)["__init__"])
+        init = vars(klass)["__init__"]
+        sig = inspect.signature(init)
+        hints = _type_hints(init)
         open_ended = False
         for name, p in sig.parameters.items():
             if p.kind is p.VAR_KEYWORD:
                 open_ended = True
             elif p.kind is not p.VAR_POSITIONAL and name not in INJECTED:
-                params.setdefault(name, p)
+                params.setdefault(name, p.replace(annotation=hints[name]) if name in hints else p)
         if not open_ended:
             return params
         if klass is Freezing:  # its **settings are refused: the settings are exactly those collected
@@ -416,7 +528,41 @@ def constructor_params(cls: type) -> dict[str, inspect.Parameter] | None:
     return None
 
 
+def _type_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """``func``'s annotations as objects (``from __future__ import annotations`` leaves strings); one that
+    cannot be resolved (a name imported for type checking only) is left out, and its default's type rules."""
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # noqa: BLE001 - resolve them one by one instead
+        pass
+    hints = {}
+    for name, annotation in getattr(func, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(annotation, getattr(func, "__globals__", {})) if isinstance(annotation, str) else annotation
+        except Exception:  # noqa: BLE001 - this one stays unresolved
+            continue
+    return hints
+
+
+def literal_values(annotation: Any) -> tuple[tuple[Any, ...], bool] | None:
+    """The values of a ``Literal[...]`` annotation (also inside ``X | None``) and whether None is allowed
+    too, or None when the annotation is no Literal."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation), False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+        if literals and all(a is type(None) or a in literals for a in args):
+            return tuple(v for a in literals for v in typing.get_args(a)), type(None) in args
+    return None
+
+
 def _rule_from_default(p: inspect.Parameter) -> Rule | None:
+    """The rule for a part's setting: its ``Literal`` annotation's values, else the type of its default."""
+    literal = literal_values(p.annotation)
+    if literal is not None:
+        rule = choice(*literal[0])
+        return rule.or_null() if literal[1] else rule
     default = p.default
     rule: Rule | None = None
     if isinstance(default, bool):

@@ -22,8 +22,8 @@ class FreezingCallback(Callback):
     optimizer has exactly the groups it was saved with (Lightning #6891).
     """
 
-    def __init__(self, strategy: Freezing, optim: dict[str, Any]):
-        self.strategy = strategy
+    def __init__(self, freezing: Freezing, optim: dict[str, Any]):
+        self.freezing = freezing
         self.optim = dict(optim)
         self.applied_epoch = 0
         self._restored_epoch = 0
@@ -34,7 +34,7 @@ class FreezingCallback(Callback):
     # the first plan must be in place before configure_optimizers builds the groups
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            apply_plan(pl_module, plan_for(pl_module, self.strategy, self.optim, 0))
+            apply_plan(pl_module, plan_for(pl_module, self.freezing, self.optim, 0))
             self.applied_epoch = 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -69,7 +69,7 @@ class FreezingCallback(Callback):
 
     # -- internals ---------------------------------------------------------------------------
     def _advance(self, trainer: pl.Trainer, module: pl.LightningModule, epoch: int) -> None:
-        if not self.strategy.transitions():
+        if not self.freezing.transitions():
             return
         optimizer = trainer.optimizers[0]
         for e in range(self.applied_epoch + 1, epoch + 1):
@@ -77,8 +77,8 @@ class FreezingCallback(Callback):
             self.applied_epoch = e
 
     def _reconcile(self, optimizer: Optimizer, module: pl.LightningModule, epoch: int, scale: float) -> None:
-        wanted = param_groups(module, self.strategy, self.optim, epoch)
-        apply_plan(module, plan_for(module, self.strategy, self.optim, epoch))
+        wanted = param_groups(module, self.freezing, self.optim, epoch)
+        apply_plan(module, plan_for(module, self.freezing, self.optim, epoch))
         owner = {id(p): g for g in optimizer.param_groups for p in g["params"]}
         for spec in wanted:
             for group in {id(owner[id(p)]): owner[id(p)] for p in spec["params"] if id(p) in owner}.values():
@@ -91,7 +91,7 @@ class FreezingCallback(Callback):
         trainable = {id(p) for spec in wanted for p in spec["params"]}
         refrozen = [g["name"] for g in optimizer.param_groups if any(id(p) not in trainable for p in g["params"])]
         if refrozen:
-            raise FreezingError(f"strategy '{self.strategy.name}' froze groups {refrozen} again at epoch "
+            raise FreezingError(f"strategy '{self.freezing.label}' froze groups {refrozen} again at epoch "
                                 f"{epoch}; a plan may only unfreeze")
 
 

@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from xfer.freezing.base import BlockPlan, Plan, Freezing, FreezingError
+from xfer.freezing.base import BlockPlan, Freezing, FreezingError, Plan, TargetBuild
 
 
 class Finetune(Freezing):
     """Train everything; the trunk at ``trunk_lr``."""
 
-    name = "finetune"
-
 
 class Scratch(Finetune):
-    """No source stage: finetune's recipe on a randomly initialised trunk. A random trunk is not a
-    pretrained one to be kept close to: by default it trains at the new parts' lr (``optim.lr``),
-    not at ``optim.trunk_lr``; ``trunk_lr`` sets its own."""
-
-    name = "scratch"
-    needs_source = False
+    """Finetune's recipe on a randomly initialised trunk (its config switches the source stage off). A
+    random trunk is not a pretrained one to be kept close to: by default it trains at the new parts' lr
+    (``optim.lr``), not at ``optim.trunk_lr``; ``trunk_lr`` sets its own."""
 
     def __init__(self, trunk_lr: float | None = None, **kw):
         super().__init__(**kw)
@@ -36,8 +32,6 @@ class Scratch(Finetune):
 class LinearProbe(Freezing):
     """Freeze the whole trunk; train the adapter and head."""
 
-    name = "linear_probe"
-
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
         return Plan(tuple(self.frozen_block(trunk_lr) for _ in range(n_blocks)), lr)
 
@@ -46,25 +40,28 @@ class FrozenRandom(LinearProbe):
     """The control for linear_probe: the same frozen trunk, adapter and head, but the trunk keeps its
     random initial weights (the very weights the source stage starts from). Its BatchNorm statistics
     come from one pass over the source training data, as a pretrained trunk's do, so the only
-    difference from linear_probe is trained versus random weights. No source stage is trained."""
+    difference from linear_probe is trained versus random weights. Its config switches the source
+    stage off."""
 
-    name = "frozen_random"
-    needs_source = False
-    norm_stats_from_source = True
+    def prepare(self, build: TargetBuild) -> tuple[Any, Any]:
+        module, data = super().prepare(build)
+        build.norm_stats_from_source(module.trunk)
+        return module, data
 
 
 class FreezeFirstK(Freezing):
     """Freeze trunk blocks [0, k) and train the rest (Yosinski et al. 2014, layer transfer). With
     ``reinit_rest`` the blocks from k up start random instead of pretrained (Yosinski's AnB)."""
 
-    name = "freeze_first_k"
-
     def __init__(self, k: int = 2, reinit_rest: bool = False, **kw):
         super().__init__(**kw)
         self.k, self.reinit_rest = k, reinit_rest
 
-    def reinit_blocks(self, n_blocks: int) -> list[int]:
-        return list(range(self.k, n_blocks)) if self.reinit_rest else []
+    def prepare(self, build: TargetBuild) -> tuple[Any, Any]:
+        module, data = super().prepare(build)
+        if self.reinit_rest:
+            build.reinit(module.trunk, range(self.k, len(module.trunk.blocks)))
+        return module, data
 
     def validate(self, n_blocks: int) -> None:
         if not isinstance(self.k, int) or not 0 <= self.k <= n_blocks:
@@ -80,8 +77,6 @@ class TransferFirstK(FreezeFirstK):
     """Copy the first k pretrained blocks, start the rest random, and fine-tune everything
     (Yosinski's AnB+)."""
 
-    name = "transfer_first_k"
-
     def __init__(self, k: int = 2, reinit_rest: bool = True, **kw):
         super().__init__(k=k, reinit_rest=reinit_rest, **kw)
 
@@ -91,8 +86,6 @@ class TransferFirstK(FreezeFirstK):
 
 class Surgical(Freezing):
     """Train only the listed trunk blocks (Lee et al. 2023, surgical fine-tuning)."""
-
-    name = "surgical"
 
     def __init__(self, blocks: Sequence[int] = (0,), **kw):
         super().__init__(**kw)
@@ -112,8 +105,6 @@ class Surgical(Freezing):
 class NormOnly(Freezing):
     """Train only the trunk's normalisation affine parameters and biases (plus adapter and head)."""
 
-    name = "norm_only"
-
     def plan(self, epoch: int, n_blocks: int, lr: float, trunk_lr: float) -> Plan:
         return Plan(tuple(BlockPlan("norm", trunk_lr) for _ in range(n_blocks)), lr)
 
@@ -121,8 +112,6 @@ class NormOnly(Freezing):
 class LayerwiseLR(Freezing):
     """Discriminative lr: block i trains at trunk_lr * decay^(n - 1 - i), the top block at trunk_lr
     (ULMFiT; timm's layer decay)."""
-
-    name = "layerwise_lr"
 
     def __init__(self, decay: float = 0.5, **kw):
         super().__init__(**kw)

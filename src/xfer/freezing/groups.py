@@ -28,21 +28,21 @@ def block_params(block: nn.Module, mode: str) -> list[nn.Parameter]:
     return []
 
 
-def plan_for(module: nn.Module, strategy: Freezing, optim: dict[str, Any], epoch: int) -> Plan:
+def plan_for(module: nn.Module, freezing: Freezing, optim: dict[str, Any], epoch: int) -> Plan:
     n = len(module.trunk.blocks)
-    plan = strategy.plan(epoch, n, float(optim["lr"]), float(optim["trunk_lr"]))
+    plan = freezing.plan(epoch, n, float(optim["lr"]), float(optim["trunk_lr"]))
     if len(plan.blocks) != n:
-        raise FreezingError(f"strategy '{strategy.name}' planned {len(plan.blocks)} blocks for a trunk of {n}")
+        raise FreezingError(f"strategy '{freezing.label}' planned {len(plan.blocks)} blocks for a trunk of {n}")
     return plan
 
 
-def param_groups(module: nn.Module, strategy: Freezing, optim: dict[str, Any],
+def param_groups(module: nn.Module, freezing: Freezing, optim: dict[str, Any],
                  epoch: int = 0) -> list[dict[str, Any]]:
     """The optimizer groups for ``epoch``: one per new part (adapter, head, any extra parts) and one
     per training trunk block, each with its name, parameters, peak lr and weight decay."""
-    plan = plan_for(module, strategy, optim, epoch)
+    plan = plan_for(module, freezing, optim, epoch)
     wd = float(optim["weight_decay"])
-    trunk_wd = wd if strategy.trunk_weight_decay is None else float(strategy.trunk_weight_decay)
+    trunk_wd = wd if freezing.trunk_weight_decay is None else float(freezing.trunk_weight_decay)
     groups: list[dict[str, Any]] = []
     if plan.new_lr is not None:
         for name, part in new_parts(module):
@@ -55,7 +55,7 @@ def param_groups(module: nn.Module, strategy: Freezing, optim: dict[str, Any],
         params = block_params(block, bp.mode)
         if params:
             if not bp.lr > 0:
-                raise FreezingError(f"strategy '{strategy.name}' gives trunk block {i} lr={bp.lr}; allowed: > 0")
+                raise FreezingError(f"strategy '{freezing.label}' gives trunk block {i} lr={bp.lr}; allowed: > 0")
             groups.append({"name": f"trunk.{i}", "params": params, "lr": bp.lr, "weight_decay": trunk_wd})
     return groups
 
@@ -79,3 +79,18 @@ def apply_plan(module: nn.Module, plan: Plan) -> None:
             frozen_norms += [m for m in block.modules() if isinstance(m, NORM_TYPES)]
     module.frozen_norms = frozen_norms
     module.train(module.training)  # re-applies eval mode to the frozen norms
+
+
+def count_trained(module: nn.Module, freezing: Freezing, optim: dict[str, Any], epochs: int) -> dict[str, int]:
+    """Total parameters, those the strategy trains in at least one epoch, and of those the trunk's.
+    Computed from the plan, so it is right in every process layout (ddp_spawn trains in worker processes)."""
+    trained: dict[int, int] = {}
+    trunk: dict[int, int] = {}
+    for epoch in range(max(1, epochs) if freezing.transitions() else 1):
+        for group in param_groups(module, freezing, optim, epoch):
+            sizes = {id(p): p.numel() for p in group["params"]}
+            trained.update(sizes)
+            if group["name"].startswith("trunk."):
+                trunk.update(sizes)
+    return {"trainable": sum(trained.values()), "total": sum(p.numel() for p in module.parameters()),
+            "trunk_trainable": sum(trunk.values())}

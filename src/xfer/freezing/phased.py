@@ -9,7 +9,6 @@ class GradualUnfreeze(Freezing):
     first (ULMFiT; Lightning's BackboneFinetuning). A block unfrozen joins at trunk_lr * ``unfreeze_lr_scale``.
     """
 
-    name = "gradual_unfreeze"
 
     def __init__(self, every_n_epochs: int = 1, unfreeze_lr_scale: float = 1.0, **kw):
         super().__init__(**kw)
@@ -32,7 +31,6 @@ class LPFT(Freezing):
     """Linear probe for ``probe_epochs``, then fine-tune everything at the usual lrs times ``lr_factor``
     (Kumar et al. 2022)."""
 
-    name = "lp_ft"
 
     def __init__(self, probe_epochs: int = 2, lr_factor: float = 0.5, **kw):
         super().__init__(**kw)

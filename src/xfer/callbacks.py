@@ -1,0 +1,117 @@
+"""The Lightning callbacks of a stage.
+
+Configurable ones come from ``conf/callbacks/`` as ``_target_`` nodes (``callbacks.<name>: null``
+switches one off); ``stage_checkpoints`` and ``progress_bar`` are the targets xfer ships there.
+``EpochSeed`` and ``StageTimer`` are always on: resuming and results.json depend on them.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from xfer.seeding import epoch_seed
+
+# Trainer.test(ckpt_path="best") uses the first ModelCheckpoint, the best-validation one; LastEveryEpoch
+# comes after it, so Lightning's warning about several ModelCheckpoint callbacks says nothing here.
+warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint` callbacks.*")
+
+
+class LastEveryEpoch(ModelCheckpoint):
+    """``last.ckpt`` at the end of every epoch. Lightning 2.6 writes ``save_last`` only when the
+    monitored checkpoint improves, so without this a resumed run would restart from the best epoch
+    instead of the latest one. Runs after the best-checkpoint callback, so its state is current."""
+
+    def __init__(self, dirpath: str | os.PathLike):
+        super().__init__(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1, save_last=False,
+                         enable_version_counter=False)
+
+
+def stage_checkpoints(dirpath: str | os.PathLike, monitor: str, mode: str, save_last: bool | str
+                      ) -> list[ModelCheckpoint]:
+    """``best.ckpt`` (the best ``monitor`` so far, what the stage is tested with) and, with ``save_last``,
+    ``last.ckpt`` at every epoch end, so a resumed run loses at most one epoch. ``dirpath`` is the
+    stage's own folder, ``<run>/checkpoints/<stage>``."""
+    every_epoch = bool(save_last)
+    best = ModelCheckpoint(dirpath=str(dirpath), filename="best", monitor=monitor, mode=mode,
+                           auto_insert_metric_name=False, save_last=False if every_epoch else save_last)
+    return [best, *([LastEveryEpoch(dirpath)] if every_epoch else [])]
+
+
+def progress_bar(refresh_rate: int) -> Callback:
+    """Rich's bar where rich is installed, else tqdm's, redrawn every ``refresh_rate`` steps (Lightning's
+    default, every step, costs 1-2 ms a step on a CPU)."""
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
+
+    return RichProgressBar(refresh_rate=refresh_rate) if _RICH_AVAILABLE else TQDMProgressBar(refresh_rate=refresh_rate)
+
+
+class EpochSeed(Callback):
+    """Reseeds every RNG at the start of each training epoch from (seed, epoch): dropout and any other
+    randomness then do not depend on what ran before, so a run resumed from an epoch-end checkpoint
+    ends with the same weights as an uninterrupted one."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+
+
+class StageTimer(Callback):
+    """Where a stage's time goes: training steps (data included), validation, the first step's wall
+    clock time (start-up is measured against it), and the samples trained on."""
+
+    def __init__(self) -> None:
+        self.first_step_unix: float | None = None
+        self.train_s = self.val_s = 0.0
+        self.steps = self.samples = 0
+        self._epoch_start = self._val_start = 0.0
+        self._val_in_epoch = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start, self._val_in_epoch = time.perf_counter(), 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_step_unix is None:
+            self.first_step_unix = time.time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps += 1
+        self.samples += _batch_len(batch)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        spent = time.perf_counter() - self._val_start
+        self.val_s += spent
+        self._val_in_epoch += spent
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.train_s += time.perf_counter() - self._epoch_start - self._val_in_epoch
+
+    def summary(self) -> dict[str, float | int | None]:
+        rate = self.samples / self.train_s if self.train_s > 0 else None
+        return {"first_step_unix": self.first_step_unix, "train_s": round(self.train_s, 3),
+                "val_s": round(self.val_s, 3), "steps": self.steps, "samples": self.samples,
+                "samples_per_s": None if rate is None else round(rate, 1)}
+
+
+def _batch_len(batch: Any) -> int:
+    """Samples in a batch: (x, y), or a dict of those (joint training counts its target batch)."""
+    if isinstance(batch, dict):
+        batch = batch.get("target", next(iter(batch.values())))
+    return len(batch[-1]) if isinstance(batch, (list, tuple)) else len(batch)
+
+
+def stage_timing(trainer: pl.Trainer) -> dict[str, Any]:
+    """The stage's StageTimer figures; empty where this process did not train (under ddp_spawn the
+    worker processes train copies of the callbacks)."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, StageTimer)), None)
+    return {} if timer is None or timer.steps == 0 else timer.summary()

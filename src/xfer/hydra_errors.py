@@ -1,0 +1,66 @@
+"""Hydra's own errors (an override of a key the config lacks, bad override syntax, a missing config) as
+one ``error:`` line with exit 2, instead of Hydra's several lines. HYDRA_FULL_ERROR=1 keeps Hydra's
+full report."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Iterator
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """Hydra's own errors (an override of a key the config lacks, bad override syntax) as one line."""
+    from xfer.schema import allowed_keys, unknown
+
+    from xfer.errors import XferError
+
+    inner: BaseException | None = err  # a Hydra callback or plugin that raised one of ours: its message says it all
+    while inner is not None and not isinstance(inner, XferError):
+        inner = inner.__cause__
+    if inner is not None:
+        return str(inner).strip().splitlines()[0]
+    text = str(err)
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m and "not in struct" in str(err.__cause__ or ""):
+        key = m.group(1)
+        parent, _, leaf = key.rpartition(".")
+        allowed = allowed_keys(parent)
+        if allowed is not None and leaf in allowed:  # a real setting the config file leaves out
+            value = re.search(r"use \+(\S+)", text)
+            return (f"{key} is not set in the config, so it cannot be overridden; to add it write "
+                    f"+{value.group(1) if value else key + '=...'}")
+        if allowed is not None:
+            extra = "the arguments of pytorch_lightning.Trainer" if parent == "trainer" else ""
+            return str(unknown(key, allowed, extra))
+        return f"{key} is not a known key of the chosen {parent or 'config'}"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and "hydra.cc/docs" not in line]
+    override = getattr(err, "override", None)
+    if override is not None:  # OverrideParseException
+        return (f"cannot parse the override {override}: {'; '.join(lines)} "
+                f"(syntax: https://hydra.cc/docs/advanced/override_grammar/basic/)")
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        lines.append(str(cause).strip().splitlines()[0])
+    return "; ".join(lines) or type(err).__name__
+
+
+@contextlib.contextmanager
+def one_line_hydra_errors() -> Iterator[None]:
+    """Around ``@hydra.main``: Hydra's composition errors end as one ``error:`` line and exit 2 (Hydra
+    prints several lines). HYDRA_FULL_ERROR=1 keeps Hydra's full report."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        yield
+        return
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing and exiting
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)

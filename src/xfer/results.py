@@ -1,0 +1,131 @@
+"""results.json, the one record of a run (also of a failed one), and what the console and TensorBoard
+show of it. Every field is built here; the pipeline hands over what the stages measured."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from xfer.io import atomic_write_json
+from xfer.runtime import choice
+
+FILE = "results.json"
+
+
+def freezing_name(cfg: DictConfig) -> str:
+    """The freezing strategy's name: its config choice (``strategy=lp_ft`` -> ``lp_ft``). Outside Hydra,
+    the snake-case name of its class."""
+    chosen = choice("strategy")
+    if chosen:
+        return str(chosen)
+    target = str(OmegaConf.select(cfg, "strategy._target_", default="?")).rsplit(".", 1)[-1]
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", target).lower()
+
+
+def code_version() -> dict[str, Any] | None:
+    """The git commit of the code that ran, and whether the checkout had changes: with the command
+    (the run's .hydra/overrides.yaml) it names what reproduces a number. None outside a checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def _run_fields(cfg: DictConfig, strategy: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a run in a sweep, for finished and failed runs alike."""
+    return {
+        "experiment": cfg.get("name"),
+        "strategy": strategy,
+        "seed": cfg.get("seed"),
+        "split_seed": OmegaConf.select(cfg, "target.split_seed"),
+        "eval_test": bool(cfg.get("eval_test", True)),
+        "group_column": OmegaConf.select(cfg, "target.group_column"),
+        "fraction": OmegaConf.select(cfg, "target.fraction"),
+        "samples_per_class": OmegaConf.select(cfg, "target.samples_per_class"),
+        "run_dir": str(cfg.paths.output_dir),
+    }
+
+
+def finished(cfg: DictConfig, *, strategy: dict[str, Any], source: dict[str, Any] | None, target: dict[str, Any],
+             params: dict[str, int], predictions: str | None, source_norm_stats: str | None,
+             resumed_from: dict[str, Any] | None, threads: int, started: float, started_unix: float
+             ) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        **_run_fields(cfg, strategy),
+        "source": source,
+        "target": target,
+        "params": params,
+        "predictions": predictions,
+        # where a random trunk's BatchNorm statistics came from (frozen_random), else null
+        "source_norm_stats": source_norm_stats,
+        "resumed_from": resumed_from,
+        "code": code_version(),
+        "threads": threads,
+        "started_unix": started_unix,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def write(run_dir: Path, results: dict[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / FILE, results)
+
+
+def write_failure(cfg: DictConfig, err: BaseException, message: str) -> None:
+    """results.json of a run that failed: the run's identity, the error and its type."""
+    try:
+        write(Path(cfg.paths.output_dir), {"status": "failed", "error": message, "error_type": type(err).__name__,
+                                           **_run_fields(cfg, {"name": freezing_name(cfg)})})
+    except Exception:  # noqa: BLE001 - never let reporting hide the real error
+        pass
+
+
+def log_hparams(trainer: Any, cfg: DictConfig, results: dict[str, Any]) -> None:
+    """The run's settings and test scores in TensorBoard's HPARAMS tab."""
+    logger = trainer.logger
+    if logger is None or trainer.fast_dev_run:
+        return
+    hparams = {
+        "strategy": results["strategy"]["name"], "seed": cfg.seed, "fraction": cfg.target.fraction,
+        "source": cfg.source.name, "target": cfg.target.name, "trunk": cfg.trunk._target_.rsplit(".", 1)[-1],
+        "lr": cfg.optim.lr, "trunk_lr": cfg.optim.trunk_lr, "weight_decay": cfg.optim.weight_decay,
+        "max_epochs": cfg.trainer.max_epochs,
+    }
+    metrics = {f"hp/target_{k.split('/')[-1]}": v for k, v in results["target"]["test"].items()}
+    if results["source"]:
+        metrics.update({f"hp/source_{k.split('/')[-1]}": v for k, v in results["source"]["test"].items()})
+    logger.log_hyperparams(hparams, metrics=metrics)
+    logger.finalize("success")
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    def pct(stage: dict[str, Any], key: str) -> str:
+        value = stage["test"].get(f"test/{key}")
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    lines = [f"xfer {results['experiment']}: strategy={results['strategy']['name']} seed={results['seed']} "
+             f"fraction={results['fraction']}"]
+    src = results["source"]
+    if src:
+        how = f"cached trunk {src['key']}" if src["cached"] else f"trained in {src['wall_s']:.0f} s, key {src['key']}"
+        lines.append(f"  source  {src['dataset']:<14} test acc {pct(src, 'acc'):>6}   ({how})")
+    elif results.get("source_norm_stats"):
+        frozen = ", frozen" if results["params"].get("trunk_trainable") == 0 else ""
+        lines.append(f"  source  (none: random trunk{frozen}; its BatchNorm statistics from {results['source_norm_stats']})")
+    else:
+        lines.append("  source  (none: trunk starts random)")
+    tgt = results["target"]
+    lines.append(f"  target  {tgt['dataset']:<14} test acc {pct(tgt, 'acc'):>6}   macro-F1 {pct(tgt, 'f1')}"
+                 f"   ({tgt['wall_s']:.0f} s)")
+    lines.append(f"  run     {results['run_dir']}")
+    lines.append(f"  view    tensorboard --logdir {results['run_dir']}")
+    return lines

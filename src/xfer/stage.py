@@ -1,0 +1,39 @@
+"""One stage's training: fit, then test the best checkpoint, timed."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from xfer import build
+from xfer.callbacks import stage_timing
+
+
+@dataclass
+class StageResult:
+    test: dict[str, float]
+    wall_s: float
+    best_val: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_and_test(cfg: DictConfig, module: pl.LightningModule, dm: pl.LightningDataModule, run_dir: Path,
+                 stage: str, callbacks: list, ckpt_path: str | None = None, **trainer_overrides: Any
+                 ) -> tuple[StageResult, pl.Trainer]:
+    """Fit ``module`` (from ``ckpt_path`` when resuming), then test its best checkpoint, except where a
+    tuning trial of the target stage must never look at the test split (``eval_test=false``)."""
+    start = time.perf_counter()
+    trainer = build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    best = None if trainer.fast_dev_run else "best"
+    tested = [{}]
+    if stage != "target" or cfg.get("eval_test", True):
+        tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+    ckpt = trainer.checkpoint_callback
+    best_val = float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None
+    return StageResult(dict(tested[0]), time.perf_counter() - start, best_val,
+                       {"timing": stage_timing(trainer)}), trainer

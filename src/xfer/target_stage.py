@@ -1,0 +1,158 @@
+"""The target stage's parts: what a freezing strategy's ``prepare`` gets (``TargetBuild``), and what the
+stage keeps of its best checkpoint (per-example predictions, the validation accuracy winners compare)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from xfer import build, predictions
+from xfer.checkpoints import load_checkpoint, load_trunk
+from xfer.data.module import SplitDataModule
+from xfer.freezing import Freezing
+from xfer.models.module import TransferModule
+
+log = logging.getLogger(__name__)
+
+
+class TargetBuild:
+    """The target stage's parts, built once, and the services a strategy's ``prepare`` may use
+    (xfer.freezing.base.TargetBuild says what each one is).
+
+    ``trunk`` is built right after seeding with ``cfg.seed``; the RNG state after it is kept, and the
+    first part built here (by ``model`` or ``source_adapter_and_head``) draws from that state, so the
+    target model's initialisation is the same whether the source stage trained, came from the cache or
+    did not run, and whatever the strategy; later parts draw on from there."""
+
+    def __init__(self, cfg: DictConfig, trunk: torch.nn.Module, rng_after_trunk: torch.Tensor,
+                 target: SplitDataModule, pretrained: Mapping[str, torch.Tensor] | None):
+        self.cfg, self.seed = cfg, int(cfg.seed)
+        self.trunk, self.target, self.pretrained = trunk, target, pretrained
+        self.optim: dict[str, Any] = build.to_dict(cfg.optim)
+        self.source_eval_batch_size = int(cfg.source.eval_batch_size)
+        self.norm_stats_source: str | None = None  # set when a strategy took BatchNorm statistics from the source
+        self._rng: torch.Tensor | None = rng_after_trunk
+        self._source: SplitDataModule | None = None
+
+    def _draw_after_trunk(self) -> None:
+        """Before the first part is built: the RNG as it was right after the trunk."""
+        if self._rng is not None:
+            torch.set_rng_state(self._rng)
+            self._rng = None
+
+    def model(self, freezing: Freezing, cls: type[TransferModule] | None = None, **extra: Any) -> TransferModule:
+        self._draw_after_trunk()
+        module = build.model(self.target.spec, self.trunk, self.cfg.target_adapter, self.cfg.head, self.optim, freezing,
+                             cls=cls or TransferModule, **extra)
+        module.class_names = list(self.target.spec.class_names)
+        return module
+
+    def source_data(self) -> SplitDataModule:
+        if self._source is None:
+            self._source = build.datamodule(self.cfg.source, self.seed)
+        return self._source
+
+    def source_adapter_and_head(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        self._draw_after_trunk()
+        return build.adapter_and_head(self.source_data().spec, self.trunk, self.cfg.source_adapter, self.cfg.head)
+
+    def reinit(self, trunk: torch.nn.Module, blocks: Iterable[int]) -> None:
+        torch.manual_seed(self.seed + int(self.cfg.reinit_seed_offset))  # the same random blocks for every strategy
+        for i in blocks:
+            for m in trunk.blocks[i].modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+
+    @torch.no_grad()
+    def norm_stats_from_source(self, trunk: torch.nn.Module) -> None:
+        """Recompute the trunk's BatchNorm running statistics from one pass over the source training data,
+        fed through a fresh source adapter as in the source stage (its own norms on batch statistics).
+        The exact average over the pass (momentum=None), not an EMA; the RNG state is left as it was."""
+        norms = [m for m in trunk.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            source = self.source_data()
+            images = source.datasets["train"].tensors[0]
+            adapter, _ = build.adapter_and_head(source.spec, trunk, self.cfg.source_adapter, self.cfg.head)
+            momenta = [m.momentum for m in norms]
+            was_training = trunk.training
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None
+            adapter.train(), trunk.train()
+            try:
+                for chunk in images.split(self.source_eval_batch_size):
+                    trunk(adapter(chunk))
+            finally:
+                for m, momentum in zip(norms, momenta):
+                    m.momentum = momentum
+                trunk.train(was_training)
+        self.norm_stats_source = str(self.cfg.source.name)
+        log.info("BatchNorm statistics of the random trunk from one pass over %d %s training samples",
+                 len(images), self.cfg.source.name)
+
+
+def seeded_trunk(cfg: DictConfig) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The target stage's trunk, built right after seeding with ``cfg.seed``, and the RNG state after it."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    trunk = build.trunk(cfg.trunk)
+    return trunk, torch.get_rng_state()
+
+
+def build_target(cfg: DictConfig, freezing: Freezing, target: SplitDataModule,
+                 pretrained: Mapping[str, torch.Tensor] | None = None,
+                 seeded: tuple[torch.nn.Module, torch.Tensor] | None = None) -> tuple[TransferModule, Any, TargetBuild]:
+    """``freezing.prepare`` on the target stage's parts: the model and data the stage trains, and the
+    parts they came from. ``seeded``: the stage's trunk and the RNG state after it (``seeded_trunk``), when
+    already built; ``pretrained``: the source stage's model, whose trunk weights are loaded into it."""
+    trunk, rng = seeded if seeded is not None else seeded_trunk(cfg)
+    if pretrained is not None:
+        load_trunk(trunk, pretrained)
+    parts = TargetBuild(cfg, trunk, rng, target, pretrained)
+    module, data = freezing.prepare(parts)
+    return module, data, parts
+
+
+def best_predictions(cfg: DictConfig, module: TransferModule, dm, trainer: pl.Trainer) -> dict[str, Any] | None:
+    """Val and test predictions of the best checkpoint (the one trainer.test scored), limited to the
+    batches Lightning's loops scored when ``limit_*_batches`` is set. None where the scored examples
+    cannot be known here: several processes with limited loops (each rank scored its own shard)."""
+    limited = any(cfg.trainer.get(f"limit_{s}_batches") not in (None, 1.0) for s in ("val", "test"))
+    if trainer.world_size > 1 and limited:
+        log.warning("no predictions.npz: with %d processes and limit_*_batches set, the examples Lightning "
+                    "scored are spread over ranks", trainer.world_size)
+        return None
+    ckpt = trainer.checkpoint_callback
+    best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+    if best and Path(best).is_file():
+        module.load_state_dict(load_checkpoint(best)["state_dict"])
+    splits = ("val", "test") if cfg.get("eval_test", True) else ("val",)
+    limits: dict[str, int | None] = {}
+    for split, counts in (("val", trainer.num_val_batches), ("test", trainer.num_test_batches))[:len(splits)]:
+        batches = sum(counts) if counts else None
+        n = None if batches is None or batches == float("inf") else int(batches) * int(dm.eval_batch_size)
+        limits[split] = n if n is not None and n < len(dm.datasets[split]) else None
+    on_gpu = torch.cuda.is_available() and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
+    return predictions.predict(module, dm, limits, "cuda" if on_gpu else "cpu", splits,
+                               str(cfg.trainer.get("precision", "32-true")))
+
+
+def best_val_accuracy(cfg: DictConfig, score: float | None, preds: dict[str, Any] | None
+                      ) -> tuple[float | None, str | None]:
+    """The validation accuracy of the best checkpoint, which is what winners and tuning compare: the
+    checkpoint's own score when it monitors val/acc, else the accuracy of its saved val predictions
+    (another monitor, e.g. val/loss; or ddp_spawn, whose workers keep the score)."""
+    ck = (cfg.get("callbacks") or {}).get("checkpoint") or {}
+    monitor, mode = ck.get("monitor"), ck.get("mode")
+    if score is not None and monitor == "val/acc" and mode == "max":
+        return score, "checkpoint val/acc"
+    if preds is not None and "val_pred" in preds:
+        return predictions.accuracy(preds, "val"), f"val predictions of the best checkpoint ({monitor}, {mode})"
+    return None, None
