@@ -28,6 +28,120 @@ def run_train(args: list[str], home: Path, check: bool = True, env: dict | None 
     return proc
 
 
+class RunFailed(AssertionError):
+    """An in-process run that ended where train.py would have exited non-zero (``code``)."""
+
+    def __init__(self, message: str, code: int | None):
+        super().__init__(message)
+        self.code = code
+
+
+def run_in_process(overrides: list[str], home: Path) -> dict:
+    """Run the pipeline in this process as ``XFER_HOME=<home> python train.py <overrides>`` would, without
+    the ~7 s start-up: its results dict (also in <run>/results.json). For tests whose subject is the
+    pipeline, not the command line. It mimics ``xfer.main.main`` -> ``@hydra.main`` -> ``Hydra.run`` ->
+    ``hydra.core.utils.run_job`` -> ``xfer.main.run_job``: resume= expansion and the choice pre-check,
+    the composed config with its hydra node (RUN mode, ``hydra.runtime.choices``), a fresh run folder
+    from ``hydra.run.dir`` (<home>/logs/<name>/runs/<stamp>_<strategy>_s<seed>_<tag>), its
+    .hydra/{config,hydra,overrides}.yaml and train.log, then ``xfer.failure.guarded`` around
+    ``xfer.pipeline.run``, which prints the summary lines (``xfer.results.summary_lines``) to stdout.
+    Log records reach pytest's ``caplog`` (the root logger is at INFO during the run, as Hydra sets it).
+    A run that fails raises RunFailed (from the run's error) after writing its failed results.json.
+
+    Afterwards the process is as before: XFER_HOME and every other environment variable the run set
+    (PL_GLOBAL_SEED, ...), HydraConfig, GlobalHydra, torch's thread count, the random generators'
+    states and the root logger's level and handlers."""
+    import copy
+    import logging
+    import random
+
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import _save_config, env_override
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    from xfer.argv import check_choices, expand_resume
+    from xfer.errors import ConfigError
+    from xfer.failure import guarded
+    from xfer.pipeline import run
+    from xfer.results import summary_lines
+    from xfer.runtime import global_rank
+
+    args = expand_resume([str(o) for o in overrides])  # as main(): resume=<run folder> brings its overrides
+    bad = check_choices(args)
+    if bad:
+        raise ConfigError(bad)
+
+    saved_env, saved_hydra, saved_threads = dict(os.environ), HydraConfig.instance().cfg, torch.get_num_threads()
+    saved_rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    root = logging.getLogger()
+    saved_level, handler = root.level, None
+    os.environ["XFER_HOME"] = str(home)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+            cfg = compose("train", overrides=args, return_hydra_config=True)
+            if cfg.hydra.mode is None:  # as Hydra.run
+                cfg.hydra.mode = RunMode.RUN
+            HydraConfig.instance().set_config(cfg)  # as run_job: the run folder's name reads the choices
+            output_dir = Path(os.path.abspath(str(OmegaConf.select(cfg, "hydra.run.dir"))))
+            assert output_dir.parent == Path(os.path.abspath(home)) / "logs" / str(cfg.name) / "runs", output_dir
+            assert not output_dir.exists(), f"{output_dir} is not a fresh run folder"
+            with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+                cfg.hydra.runtime.output_dir = str(output_dir)
+            HydraConfig.instance().set_config(cfg)
+            task_cfg = copy.deepcopy(cfg)
+            with read_write(task_cfg), open_dict(task_cfg):
+                del task_cfg["hydra"]
+            hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+            output_dir.mkdir(parents=True)
+            # Hydra's job logging, less its console handler (pytest captures the records): train.log, INFO
+            handler = logging.FileHandler(output_dir / "train.log")
+            handler.setFormatter(logging.Formatter(cfg.hydra.job_logging.formatters.simple.format))
+            root.addHandler(handler)
+            root.setLevel(logging.INFO)
+            if cfg.hydra.output_subdir is not None:  # what resume=, resume=last and eval.py read
+                saved = output_dir / str(cfg.hydra.output_subdir)
+                _save_config(task_cfg, "config.yaml", saved)
+                _save_config(hydra_cfg, "hydra.yaml", saved)
+                _save_config(cfg.hydra.overrides.task, "overrides.yaml", saved)
+
+            outcome: dict = {}
+
+            def task(c):  # xfer.main.run_job's task
+                out = run(c)
+                if global_rank() == 0:
+                    print("\n".join(summary_lines(out)))
+                outcome["results"] = out
+                return out
+
+            with env_override(hydra_cfg.hydra.job.env_set):
+                try:
+                    guarded(task, task_cfg)
+                except SystemExit as stop:  # a single run exits with the error's code
+                    raise RunFailed(f"train.py {' '.join(args)} would exit {stop.code}", stop.code) \
+                        from stop.__context__
+            return outcome["results"]
+    finally:
+        if handler is not None:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(saved_level)
+        HydraConfig.instance().cfg = saved_hydra
+        GlobalHydra.instance().clear()
+        torch.set_num_threads(saved_threads)
+        random.setstate(saved_rng[0])
+        np.random.set_state(saved_rng[1])
+        torch.set_rng_state(saved_rng[2])
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
+        os.environ.update(saved_env)
+
+
 def results_files(home: Path) -> list[Path]:
     return sorted((home / "logs").rglob("results.json"))
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK, load_results, results_files, run_train
+from conftest import QUICK, load_results, results_files, run_in_process, run_train
+from xfer.results import summary_lines
 
 RESULT_FIELDS = {"status", "experiment", "strategy", "seed", "fraction", "source", "target", "params",
                  "run_dir", "wall_s"}
@@ -20,13 +21,14 @@ def test_fast_dev_run_passes(home: Path, experiment: str):
         "a fast_dev_run must not leave a trunk in the cache"
 
 
-def test_run_writes_results_and_second_run_reuses_the_cached_trunk(home: Path):
-    first = run_train(["experiment=img2txt", *QUICK], home)
-    assert "source stage: training the trunk" in first.stdout + first.stderr
-    second = run_train(["experiment=img2txt", *QUICK, "strategy=finetune"], home)
-    log = second.stdout + second.stderr
+def test_run_writes_results_and_second_run_reuses_the_cached_trunk(home: Path, caplog):
+    first = run_in_process(["experiment=img2txt", *QUICK], home)  # the pipeline, not the CLI: in-process
+    assert "source stage: training the trunk" in caplog.text + "\n".join(summary_lines(first))
+    caplog.clear()
+    second = run_in_process(["experiment=img2txt", *QUICK, "strategy=finetune"], home)
+    log = caplog.text + "\n".join(summary_lines(second))
     assert "reusing the cached trunk" in log and "source stage: training the trunk" not in log
-    assert "cached trunk" in second.stdout  # the printed summary says so too
+    assert "cached trunk" in "\n".join(summary_lines(second))  # the printed summary says so too
 
     runs = [load_results(p) for p in results_files(home)]
     assert len(runs) == 2
@@ -66,18 +68,19 @@ def test_run_writes_results_and_second_run_reuses_the_cached_trunk(home: Path):
 
 
 def test_scratch_has_no_source_stage(home: Path):
-    proc = run_train(["experiment=img2txt", "strategy=scratch", *QUICK], home)
+    printed = "\n".join(summary_lines(run_in_process(["experiment=img2txt", "strategy=scratch", *QUICK], home)))
     r = load_results(results_files(home)[0])
-    assert r["source"] is None and "trunk starts random" in proc.stdout
+    assert r["source"] is None and "trunk starts random" in printed
     assert not (home / "cache").exists()
 
 
 def test_frozen_random_runs_without_a_source_stage(home: Path):
-    proc = run_train(["experiment=img2txt", "strategy=frozen_random", *QUICK], home)
+    printed = "\n".join(summary_lines(run_in_process(["experiment=img2txt", "strategy=frozen_random", *QUICK],
+                                                     home)))
     r = load_results(results_files(home)[0])
     assert r["status"] == "ok" and r["strategy"]["name"] == "frozen_random"
     assert r["source"] is None and r["source_norm_stats"] == "mnist5k"
-    assert "random trunk, frozen; its BatchNorm statistics from mnist5k" in proc.stdout
+    assert "random trunk, frozen; its BatchNorm statistics from mnist5k" in printed
     assert not (home / "cache").exists()  # nothing trained on the source
     trunk_params = r["params"]["total"] - r["params"]["trainable"]
     assert trunk_params > 0  # the trunk is frozen
@@ -134,15 +137,33 @@ def test_missing_carrier_package_gets_a_one_line_error(home: Path, tmp_path: Pat
 
 @pytest.mark.slow  # ~1 min: 14 fast_dev_runs; make test-full
 def test_every_strategy_runs_from_the_command_line(home: Path):
-    from xfer.cli import config_groups
+    from xfer.argv import config_groups
 
     strategies = config_groups()["strategy"]
-    proc = run_train(["-m", "experiment=img2txt", f"strategy={','.join(strategies)}",
+    proc = run_train(["-m", "experiment=img2txt", "strategy=glob(*)",
                       "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false"], home)
     runs = [load_results(p) for p in results_files(home)]
     assert sorted(r["strategy"]["name"] for r in runs) == sorted(strategies)
     assert all(r["status"] == "ok" for r in runs), [r.get("error") for r in runs]
     assert "sweep summary:" in proc.stdout
+
+
+def test_a_glob_over_a_config_group_sweeps_every_choice_and_one_that_matches_none_is_one_line(home: Path):
+    from xfer.argv import config_groups
+
+    experiments = config_groups()["experiment"]
+    run_train(["-m", "experiment=glob(*)", "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false",
+               "threads=1"], home)
+    runs = [load_results(p) for p in results_files(home)]
+    assert sorted(r["experiment"] for r in runs) == sorted(experiments)
+    assert all(r["status"] == "ok" for r in runs), [r.get("error") for r in runs]
+    # a glob that matches no choice, or a plain choice that names no file: one line, exit 2, nothing runs
+    for override, needles in [("strategy=glob(zz*)", ["strategy=glob(zz*) matches no choice", "finetune"]),
+                              ("strategy=nope", ["strategy=nope is not a known choice", "finetune"])]:
+        proc = run_train(["-m", "experiment=img2txt", override, "trainer.fast_dev_run=true"], home, check=False)
+        assert proc.returncode == 2, (override, proc.stderr[-2000:])
+        _one_line_error(proc, *needles)
+    assert len(results_files(home)) == len(experiments)
 
 
 def test_a_strategy_that_cannot_apply_fails_before_training(home: Path):

@@ -23,11 +23,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import QUICK, ROOT, load_results, results_files, run_train
-from xfer.cli import CONF_DIR, config_groups, register_resolvers
+from conftest import QUICK, ROOT, load_results, results_files, run_in_process, run_train
+from xfer.argv import CONF_DIR, config_groups
 from xfer.schema import ConfigError, validate
 
-register_resolvers()
 
 # A run small enough for seconds, long enough (3 target epochs of 32 steps) to be killed mid-epoch.
 RESUMABLE = [
@@ -97,8 +96,9 @@ def shared_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference_run(shared_home: Path) -> Path:
-    """One uninterrupted run with RESUMABLE settings (it also fills the trunk cache)."""
-    run_train([*RESUMABLE, "trainer.enable_progress_bar=false"], shared_home)
+    """One uninterrupted run with RESUMABLE settings (it also fills the trunk cache). In-process: a run
+    folder like train.py's (.hydra/config.yaml and overrides.yaml included), without its start-up."""
+    run_in_process([*RESUMABLE, "trainer.enable_progress_bar=false"], shared_home)
     runs = _run_dirs(shared_home)
     assert len(runs) == 1
     return runs[0]
@@ -164,8 +164,8 @@ def test_validation_names_key_value_and_what_is_allowed(override: str, message: 
 
 
 def test_reader_specific_keys_pass_but_common_ones_are_checked():
-    validate(_compose(["target=csv", "target.text_column=body", "+target.reader_args.delimiter=tab",
-                       "+target.my_note=x"]))
+    validate(_compose(["target=csv", "target.reader.text_column=body", "target.reader.sep=tab",
+                       "target.reader.class_names=[neg,pos]"]))
     with pytest.raises(ConfigError, match=r"^target.val_fraction=0.6 and target.test_fraction=0.5: must add up"):
         validate(_compose(["target.val_fraction=0.6", "target.test_fraction=0.5"]))
 
@@ -266,7 +266,7 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(shared_home
 
 def test_ckpt_path_last_continues_the_newest_run_with_the_same_settings(shared_home: Path, reference_run: Path,
                                                                        tmp_path: Path, monkeypatch):
-    from xfer.evaluate import find_resume
+    from xfer.resume import find_resume
 
     monkeypatch.setenv("XFER_HOME", str(shared_home))
     before = _hashes(reference_run)
@@ -332,7 +332,7 @@ def test_a_crash_mid_write_leaves_no_half_written_file(tmp_path: Path):
 # -- untrusted files -------------------------------------------------------------------------------
 @pytest.mark.parametrize("torch_format", [True, False], ids=["torch_save", "plain_pickle"])
 def test_a_crafted_pickle_is_refused_without_running_it(tmp_path: Path, torch_format: bool):
-    from xfer.evaluate import CheckpointError, load_checkpoint
+    from xfer.checkpoints import CheckpointError, load_checkpoint
 
     marker = tmp_path / "pwned"
     _crafted_pickle(tmp_path / "evil.ckpt", marker, torch_format)
@@ -406,7 +406,7 @@ def test_a_checkpoint_with_another_trunk_is_one_line(home: Path, tmp_path: Path)
 
 
 def test_trunk_shape_mismatch_names_the_tensor(tmp_path: Path):
-    from xfer.evaluate import CheckpointError, trunk_check
+    from xfer.checkpoints import CheckpointError, trunk_check
 
     _lightning_like_ckpt(tmp_path / "narrow.ckpt", [16, 32, 64, 128])
     state = torch.load(tmp_path / "narrow.ckpt", weights_only=True)["state_dict"]
@@ -419,7 +419,7 @@ def test_trunk_shape_mismatch_names_the_tensor(tmp_path: Path):
 def test_a_cached_trunk_that_does_not_fit_is_one_line():
     from xfer.cache import CacheError
     from xfer.models.trunks import CNNTrunk
-    from xfer.pipeline import load_trunk
+    from xfer.checkpoints import load_trunk
 
     cached = {f"trunk.{k}": v for k, v in CNNTrunk(32, [32, 64, 128]).state_dict().items()}
     with pytest.raises(CacheError, match="the cached source model has 3 trunk blocks, the configured trunk has 4"):
