@@ -73,3 +73,17 @@ def test_the_schema_reads_its_value_lists_from_the_code(override: str, message: 
     with pytest.raises(ConfigError) as err:
         validate(_compose([override]))
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("base,cls_path", [("text", "xfer.data.TextDataModule"), ("image", "xfer.data.ImageDataModule")])
+def test_base_data_yaml_values_are_the_data_module_defaults(base: str, cls_path: str):
+    """conf/base/data/<base>.yaml (with common.yaml) against the data module class it names."""
+    folder = CONF_DIR / "base" / "data"
+    merged = OmegaConf.merge(OmegaConf.load(folder / "common.yaml"), OmegaConf.load(folder / f"{base}.yaml"))
+    values = {k: v for k, v in OmegaConf.to_container(merged).items() if k not in ("defaults", "_target_")}
+    assert merged._target_ == cls_path
+    params = constructor_params(get_class(cls_path))
+    assert params is not None
+    drift = [f"{k}: YAML {v!r}, class {params[k].default!r}" for k, v in values.items()
+             if k not in params or _plain(params[k].default) != _plain(v)]
+    assert not drift, f"conf/base/data/{base}.yaml differs from {cls_path}'s defaults: {'; '.join(drift)}"

@@ -33,7 +33,7 @@ def encode_texts(tok: Tokenizer, texts: list[str]) -> torch.Tensor:
 class TextDataModule(SplitDataModule):
     modality = "text"
 
-    def __init__(self, name: str, max_len: int = 48, vocab_size: int = 20000, min_frequency: int = 1,
+    def __init__(self, name: str, max_len: int = 64, vocab_size: int = 20000, min_frequency: int = 1,
                  lowercase: bool = True, **kwargs: Any):
         super().__init__(name, **kwargs)
         if max_len < 1 or vocab_size < 3:
