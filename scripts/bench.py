@@ -96,6 +96,7 @@ def framework_cost(overrides: list[str], dm, tmp: Path, reps: int, epochs: int =
     """Lightning's own cost per training step: both loops on a model that does almost nothing
     (token ids -> one linear layer), with the data, callbacks and logging of a run."""
     from xfer import build
+    from xfer.callbacks import stage_timing
     from xfer.models.module import TransferModule
     from xfer.perf import plain_fit as loop
 
@@ -110,7 +111,7 @@ def framework_cost(overrides: list[str], dm, tmp: Path, reps: int, epochs: int =
     for rep in range(reps):
         trainer = build.trainer(cfg, tmp / f"tiny-l{rep}", "target", [])
         trainer.fit(tiny(), datamodule=dm)
-        spans["lightning"].append(build.stage_timing(trainer)["train_s"])
+        spans["lightning"].append(stage_timing(trainer)["train_s"])
         (tmp / f"tiny-p{rep}").mkdir()
         spans["plain"].append(loop(tiny(), dm, epochs, int(cfg.seed), cfg.trainer.get("gradient_clip_val"),
                                    ckpt_dir=tmp / f"tiny-p{rep}").train_s)

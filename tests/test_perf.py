@@ -14,7 +14,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import ROOT
-from xfer import build
 from xfer.callbacks import EpochSeed
 from xfer.data import TextDataModule
 from xfer.data.module import EpochShuffle

@@ -34,6 +34,9 @@ def hydra_error_line(err: BaseException) -> str:
         if allowed is not None:
             extra = "the arguments of pytorch_lightning.Trainer" if parent == "trainer" else ""
             return str(unknown(key, allowed, extra))
+        if parent in ("source", "target"):  # the file, columns and the like are the reader's settings
+            return (f"{key} is not a known key of the chosen {parent}; a data set's file and columns are "
+                    f"settings of its reader: {parent}.reader.{leaf} (python train.py --cfg job shows them)")
         return f"{key} is not a known key of the chosen {parent or 'config'}"
     lines = [line.strip() for line in text.strip().splitlines() if line.strip() and "hydra.cc/docs" not in line]
     override = getattr(err, "override", None)

@@ -246,7 +246,7 @@ class SplitDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # its own generator: creating an iterator never draws from the global RNG, which the
-            # per-epoch reseed (build.EpochSeed) owns, so resumed and uninterrupted runs agree
+            # per-epoch reseed (callbacks.EpochSeed) owns, so resumed and uninterrupted runs agree
             generator=torch.Generator().manual_seed(self.seed),
         )
 

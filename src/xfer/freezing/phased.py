@@ -1,7 +1,7 @@
 """Strategies whose plan changes with the epoch."""
 from __future__ import annotations
 
-from xfer.freezing.base import BlockPlan, Plan, Freezing, FreezingError
+from xfer.freezing.base import BlockPlan, Freezing, Plan
 
 
 class GradualUnfreeze(Freezing):
