@@ -191,3 +191,24 @@ def test_two_runs_started_together_never_share_a_folder(home: Path):
     assert len(dirs) == 2 and dirs[0] != dirs[1]
     # same experiment, strategy and seed: only the random tag tells the folders apart
     assert dirs[0].name.split("_")[2:4] == dirs[1].name.split("_")[2:4] == ["scratch", "s0"]
+
+
+@pytest.mark.parametrize("overrides,source,target", [
+    pytest.param(["experiment=txt2txt"], "newsgroups20", "rt_sentiment", marks=pytest.mark.slow),  # text -> text
+    (["source=rt_sentiment", "target=mnist5k", "adapter@source_adapter=text_fold", "adapter@target_adapter=image",
+      "target.samples_per_class=5"], "rt_sentiment", "mnist5k"),  # text -> image
+], ids=["text_to_text", "text_to_image"])
+def test_any_data_set_is_a_source_or_a_target(home: Path, overrides: list[str], source: str, target: str):
+    from xfer.argv import config_groups
+
+    groups = config_groups()
+    assert groups["source"] == groups["target"]  # one folder of data sets serves both sides
+    r = run_in_process([*overrides, "debug=fast", "trainer.enable_progress_bar=false", "threads=1"], home)
+    assert r["status"] == "ok" and r["source"]["dataset"] == source and r["target"]["dataset"] == target
+
+
+def test_a_data_set_error_names_the_side_it_is_used_on(home: Path):
+    proc = run_train(["source=csv", "adapter@source_adapter=text_fold", *QUICK[:1]], home, check=False)
+    _one_line_error(proc, "set source.reader.path=")
+    proc = run_train(["experiment=img2img", "target=image_folder", *QUICK[:1]], home, check=False)
+    _one_line_error(proc, "set target.reader.path=")

@@ -7,6 +7,7 @@ here exactly what it means to Hydra.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -46,16 +47,21 @@ def expand_resume(argv: list[str]) -> list[str]:
 
 
 BASE = "base"  # conf/base/: shared parts that configs pull in through their defaults lists, never chosen
+# conf/dataset/: every data set, chosen as source=<name> or target=<name> (conf/source and conf/target link to it)
+STORAGE = (BASE, "dataset")
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
-    """Each config group (a folder of conf/, less conf/base/) and its choices (the .yaml files in it)."""
+    """Each config group (a folder of conf/, less conf/base/ and conf/dataset/, which are chosen through
+    others) and its choices (the .yaml files in it)."""
     groups = {}
-    for d in sorted(p for p in conf_dir.rglob("*") if p.is_dir() and p.relative_to(conf_dir).parts[0] != BASE):
-        choices = sorted(f.stem for f in d.glob("*.yaml"))
-        if choices:
-            groups[d.relative_to(conf_dir).as_posix()] = choices
-    return groups
+    # followlinks: conf/source and conf/target are links to conf/dataset (any data set on either side)
+    for folder, _, files in os.walk(conf_dir, followlinks=True):
+        group = Path(folder).relative_to(conf_dir).as_posix()
+        choices = sorted(f[:-len(".yaml")] for f in files if f.endswith(".yaml"))
+        if group != "." and group.split("/")[0] not in STORAGE and choices:
+            groups[group] = choices
+    return dict(sorted(groups.items()))
 
 
 def check_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:

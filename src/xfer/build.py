@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from torch import nn
 from xfer.callbacks import EpochSeed, StageTimer
 from xfer.data.module import SplitDataModule
 from xfer.data.spec import DataSpec
+from xfer.errors import DataError
+from xfer.failure import innermost
 from xfer.freezing import Freezing, FreezingCallback, param_groups
 from xfer.models.module import TransferModule, default_param_groups
 
@@ -25,8 +28,17 @@ def to_dict(node: Any) -> Any:
 
 
 def datamodule(cfg: DictConfig, seed: int) -> SplitDataModule:
-    dm = instantiate(cfg, seed=seed, _convert_="all")
-    dm.setup()
+    """The data module of ``cfg`` (the ``source`` or ``target`` node), set up. A data set can be either: its
+    error messages name the settings on the side it is used on (``source.reader.path``, not ``target.``)."""
+    try:
+        dm = instantiate(cfg, seed=seed, _convert_="all")
+        dm.setup()
+    except Exception as err:  # noqa: BLE001 - only a DataError is reworded; the rest passes as it is
+        side = cfg._key() if isinstance(cfg, DictConfig) else None
+        cause = innermost(err)
+        if isinstance(cause, DataError) and side in ("source", "target"):
+            raise DataError(re.sub(r"\b(?:source|target)\.(?=[a-z_])", f"{side}.", str(cause))) from None
+        raise
     return dm
 
 
