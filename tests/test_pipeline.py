@@ -212,3 +212,13 @@ def test_a_data_set_error_names_the_side_it_is_used_on(home: Path):
     _one_line_error(proc, "set source.reader.path=")
     proc = run_train(["experiment=img2img", "target=image_folder", *QUICK[:1]], home, check=False)
     _one_line_error(proc, "set target.reader.path=")
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+def test_img2img_fashion_runs_offline_from_debians_copy(home: Path):
+    r = run_in_process(["experiment=img2img_fashion", "debug=fast", "trainer.enable_progress_bar=false", "threads=1"],
+                       home)
+    assert r["status"] == "ok" and r["experiment"] == "img2img_fashion"
+    assert r["source"]["dataset"] == "fashion_mnist" and r["target"]["dataset"] == "mnist5k"
+    assert r["target"]["sizes"]["train"] == 50  # digits 5-9, 10 labelled samples each: img2img's target
