@@ -222,3 +222,12 @@ def test_img2img_fashion_runs_offline_from_debians_copy(home: Path):
     assert r["status"] == "ok" and r["experiment"] == "img2img_fashion"
     assert r["source"]["dataset"] == "fashion_mnist" and r["target"]["dataset"] == "mnist5k"
     assert r["target"]["sizes"]["train"] == 50  # digits 5-9, 10 labelled samples each: img2img's target
+
+
+def test_logger_many_writes_tensorboard_and_csv_per_stage(home: Path):
+    r = run_in_process(["experiment=img2img", "logger=many", *QUICK], home)
+    run = Path(r["run_dir"])
+    assert r["status"] == "ok"
+    for stage in ("source", "target"):
+        assert list((run / "tb" / stage).glob("events.out.tfevents.*")), stage
+        assert "val/acc" in (run / "csv" / stage / "metrics.csv").read_text().splitlines()[0], stage

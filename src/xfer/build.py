@@ -55,7 +55,11 @@ def trunk(cfg: DictConfig) -> nn.Module:
 
 def adapter_and_head(spec: DataSpec, trunk: nn.Module, adapter_cfg: DictConfig, head_cfg: DictConfig
                      ) -> tuple[nn.Module, nn.Module]:
-    adapter = instantiate(adapter_cfg, spec=spec, out_channels=trunk.in_channels)
+    extra: dict[str, Any] = {}
+    # an adapter for a trunk with its own stem (pretrained_image) gets the trunk's preprocessing
+    if "preprocessing" in inspect.signature(get_object(str(adapter_cfg._target_))).parameters:
+        extra["preprocessing"] = getattr(trunk, "preprocessing", None)
+    adapter = instantiate(adapter_cfg, spec=spec, out_channels=trunk.in_channels, **extra)
     head = instantiate(head_cfg, in_features=trunk.out_features, num_classes=spec.num_classes)
     return adapter, head
 
@@ -96,11 +100,12 @@ def configured_callbacks(cfg: DictConfig, ckpt_dir: Path, logger: Any) -> list[C
 
 def trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list[Callback],
             **overrides: Any) -> pl.Trainer:
-    """The Trainer of one stage: the configured callbacks (checkpoints first: ``Trainer.test(ckpt_path=
+    """The Trainer of one stage: every logger of ``cfg.logger`` (a mapping of names to ``_target_`` nodes,
+    each writing under the run folder, one version per stage), the configured callbacks (checkpoints first: ``Trainer.test(ckpt_path=
     "best")`` uses the first), per-epoch reseeding and timing, then ``callbacks`` (the strategy's)."""
-    logger: Any = False
-    if cfg.get("logger"):
-        logger = instantiate(cfg.logger, save_dir=str(run_dir), name="tb", version=stage)
+    loggers = [instantiate(node, save_dir=str(run_dir), version=stage)
+               for node in (cfg.get("logger") or {}).values() if node is not None]
+    logger: Any = loggers or False
     configured = configured_callbacks(cfg, run_dir / "checkpoints" / stage, logger)
     return instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir), **overrides,
                        callbacks=[*configured, EpochSeed(int(cfg.seed)), StageTimer(), *callbacks])

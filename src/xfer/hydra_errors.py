@@ -65,5 +65,11 @@ def one_line_hydra_errors() -> Iterator[None]:
     except (HydraException, OmegaConfBaseException) as err:
         print(f"error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except ValueError as err:  # Hydra's defaults list raises a plain ValueError for <group>=null
+        if "Config group override must be" not in str(err):
+            raise
+        print(f"error: {str(err).strip().splitlines()[0]}; to drop a config group write ~<group> "
+              f"(e.g. ~logger), to choose another write <group>=<name>", file=sys.stderr)
+        sys.exit(2)
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -90,9 +90,10 @@ def write_failure(cfg: DictConfig, err: BaseException, message: str) -> None:
 
 
 def log_hparams(trainer: Any, cfg: DictConfig, results: dict[str, Any]) -> None:
-    """The run's settings and test scores in TensorBoard's HPARAMS tab."""
-    logger = trainer.logger
-    if logger is None or trainer.fast_dev_run:
+    """The run's settings (and, in TensorBoard's HPARAMS tab, its test scores) in every logger."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    if not trainer.loggers or trainer.fast_dev_run:
         return
     hparams = {
         "strategy": results["strategy"]["name"], "seed": cfg.seed, "fraction": cfg.target.fraction,
@@ -103,8 +104,12 @@ def log_hparams(trainer: Any, cfg: DictConfig, results: dict[str, Any]) -> None:
     metrics = {f"hp/target_{k.split('/')[-1]}": v for k, v in results["target"]["test"].items()}
     if results["source"]:
         metrics.update({f"hp/source_{k.split('/')[-1]}": v for k, v in results["source"]["test"].items()})
-    logger.log_hyperparams(hparams, metrics=metrics)
-    logger.finalize("success")
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):  # TensorBoard's HPARAMS tab takes metrics with the settings
+            logger.log_hyperparams(hparams, metrics=metrics)
+        else:
+            logger.log_hyperparams(hparams)
+        logger.finalize("success")
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:

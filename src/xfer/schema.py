@@ -251,7 +251,7 @@ PART_RULES: dict[str, Rule] = {
 # constructor annotates them with a Literal alias of the module that owns the list, and the rule is read
 # from that annotation (_rule_from_default).
 # Arguments the code supplies when it builds a part; never config keys.
-INJECTED = {"self", "spec", "out_channels", "in_features", "num_classes", "dirpath"}
+INJECTED = {"self", "spec", "out_channels", "in_features", "num_classes", "dirpath", "save_dir", "version", "preprocessing"}
 PARTS = ("trunk", "source_adapter", "target_adapter", "head", "strategy")
 DATASETS = ("source", "target")
 GROUPS = (*DATASETS, *PARTS, "optim", "trainer", "logger", "callbacks", "paths")
@@ -272,7 +272,9 @@ def validate(cfg: DictConfig) -> None:
     if "optim" in cfg:
         _check(cfg, "optim", OPTIM, "optim")
     if "callbacks" in cfg:
-        _check_callbacks(cfg.callbacks)
+        _check_named_parts(cfg.callbacks, "callbacks", CALLBACK_RULES)
+    if cfg.get("logger") is not None:
+        _check_named_parts(cfg.logger, "logger", {})
     if "paths" in cfg:
         _check_keys(cfg.paths, "paths", PATHS)
     if "trainer" in cfg:
@@ -458,16 +460,17 @@ def _check_data(node: Any, group: str) -> None:
                           f"must add up to less than 1")
 
 
-def _check_callbacks(node: Any) -> None:
+def _check_named_parts(node: Any, group: str, rules: Mapping[str, Rule]) -> None:
+    """``callbacks`` and ``logger``: a mapping of names to null or a _target_ node, each checked as a part."""
     if not isinstance(node, DictConfig):
-        raise ConfigError(f"callbacks={show(node)}: must be a mapping of callback names to _target_ nodes or null")
+        raise ConfigError(f"{group}={show(node)}: must be a mapping of names to _target_ nodes or null")
     for name in _keys(node):
         if node[name] is None:
             continue
-        _check_part(node[name], f"callbacks.{name}")
-        for k, rule in CALLBACK_RULES.items():
+        _check_part(node[name], f"{group}.{name}")
+        for k, rule in rules.items():
             if k in node[name]:
-                _check(node[name], k, rule, f"callbacks.{name}.{k}")
+                _check(node[name], k, rule, f"{group}.{name}.{k}")
 
 
 def _check_part(node: Any, group: str) -> None:
