@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from xfer import build, predictions, results
 from xfer.freezing.groups import count_trained
+from xfer.models.ecosystem import describe_trunk
 from xfer.resume import find_resume
 from xfer.runtime import global_rank, job_threads
 from xfer.schema import validate
@@ -35,7 +36,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # resume= / ckpt_path=: the earlier run's checkpoint, checked and copied into this run's folder
     resume = find_resume(cfg, run_dir, trunk)
 
-    source = run_source_stage(cfg, run_dir) if cfg.source_stage.enabled else None
+    # where the trunk's initial weights came from (trunk=torchvision/timm: a file, whose sha256 keys the cache)
+    trunk_info = describe_trunk(trunk)
+    source = run_source_stage(cfg, run_dir, trunk_info["sha256"]) if cfg.source_stage.enabled else None
 
     module, dm, parts = build_target(cfg, freezing, target_dm, None if source is None else source.state, (trunk, rng))
     if resume is not None:
@@ -47,7 +50,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     best_val, best_val_from = best_val_accuracy(cfg, target.best_val, preds)
 
     out = results.finished(
-        cfg, strategy=freezing.describe(), source=None if source is None else source.describe(),
+        cfg, strategy=freezing.describe(), trunk=trunk_info,
+        source=None if source is None else source.describe(),
         target={
             "dataset": cfg.target.name, "test": target.test, "best_val": best_val, "best_val_from": best_val_from,
             "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),

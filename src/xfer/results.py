@@ -57,11 +57,12 @@ def _run_fields(cfg: DictConfig, strategy: dict[str, Any]) -> dict[str, Any]:
 
 def finished(cfg: DictConfig, *, strategy: dict[str, Any], source: dict[str, Any] | None, target: dict[str, Any],
              params: dict[str, int], predictions: str | None, source_norm_stats: str | None,
-             resumed_from: dict[str, Any] | None, threads: int, started: float, started_unix: float
-             ) -> dict[str, Any]:
+             resumed_from: dict[str, Any] | None, threads: int, started: float, started_unix: float,
+             trunk: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "status": "ok",
         **_run_fields(cfg, strategy),
+        "trunk": trunk,
         "source": source,
         "target": target,
         "params": params,
@@ -97,7 +98,8 @@ def log_hparams(trainer: Any, cfg: DictConfig, results: dict[str, Any]) -> None:
         return
     hparams = {
         "strategy": results["strategy"]["name"], "seed": cfg.seed, "fraction": cfg.target.fraction,
-        "source": cfg.source.name, "target": cfg.target.name, "trunk": cfg.trunk._target_.rsplit(".", 1)[-1],
+        "source": cfg.source.name, "target": cfg.target.name,
+        "trunk": cfg.trunk._target_.rsplit(".", 1)[-1] + (f":{cfg.trunk.arch}" if "arch" in cfg.trunk else ""),
         "lr": cfg.optim.lr, "trunk_lr": cfg.optim.trunk_lr, "weight_decay": cfg.optim.weight_decay,
         "max_epochs": cfg.trainer.max_epochs,
     }

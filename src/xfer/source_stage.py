@@ -35,10 +35,14 @@ class SourceOutcome:
                 "timing": None if self.cached else self.meta.get("timing"), "trained_in": self.meta.get("trained_in")}
 
 
-def source_key(cfg: DictConfig) -> str:
-    """Everything that shapes the trained trunk, hashed: the cache key."""
+def source_key(cfg: DictConfig, weights_sha256: str | None = None) -> str:
+    """Everything that shapes the trained trunk, hashed: the cache key. ``weights_sha256``: the sha256 of the
+    file the trunk's initial weights came from (``trunk.weights``), so a changed file never reuses a cached
+    trunk; keys of trunks without one are as before."""
     source = {k: v for k, v in build.to_dict(cfg.source).items() if k not in _NOT_SHAPING}
+    extra = {} if weights_sha256 is None else {"trunk_weights_sha256": weights_sha256}
     return cache_key({
+        **extra,
         "source": source,
         "adapter": build.to_dict(cfg.source_adapter),
         "trunk": build.to_dict(cfg.trunk),
@@ -50,8 +54,8 @@ def source_key(cfg: DictConfig) -> str:
     })
 
 
-def run_source_stage(cfg: DictConfig, run_dir: Path) -> SourceOutcome:
-    key = source_key(cfg)
+def run_source_stage(cfg: DictConfig, run_dir: Path, weights_sha256: str | None = None) -> SourceOutcome:
+    key = source_key(cfg, weights_sha256)
     cache = TrunkCache(cfg.paths.cache_dir, lock_timeout_s=float(cfg.trunk_cache_wait_s))
 
     def train() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

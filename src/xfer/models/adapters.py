@@ -107,3 +107,49 @@ class TextSequenceAdapter(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.embedding(tokens)).transpose(1, 2)
+
+
+class PretrainedImageAdapter(nn.Module):
+    """For a trunk with its own stem (``trunk=torchvision``, ``trunk=timm``): no random stem, only what the
+    trunk's weights expect of an image. uint8 [B, C, H, W] -> float in [0, 1] -> a 1-channel image repeated
+    to the trunk's channels -> resized to the weights' input size (bilinear; none when ``size`` is None) ->
+    normalised with the weights' mean and std. ``preprocessing`` is the trunk's (``trunk.preprocessing``):
+    ``{"mean", "std", "size", "channels"}``.
+
+    ``affine``: a learnable per-channel scale and shift after the normalisation, starting at the identity (so
+    the first step sees exactly the weights' preprocessing): 6 parameters, which give the strategies that
+    train the adapter alone (``align_refine``'s alignment phase) something to train. ``affine=false``: no
+    parameters at all (then ``align_refine`` cannot run)."""
+
+    def __init__(self, spec: DataSpec, out_channels: int, preprocessing: dict | None = None, affine: bool = True):
+        super().__init__()
+        _require(spec, "image", "pretrained_image")
+        if preprocessing is None:
+            raise ValueError("adapter 'pretrained_image' is for a trunk with its own stem and preprocessing "
+                             "(trunk=torchvision or trunk=timm); with this trunk use adapter 'image'")
+        channels = int(preprocessing.get("channels", out_channels))
+        if spec.channels not in (1, channels):
+            raise ValueError(f"adapter 'pretrained_image': data set '{spec.name}' has {spec.channels} channels, "
+                             f"the trunk takes {channels} (1-channel images are repeated; others are not "
+                             f"converted); use adapter 'image' (its stem maps any channel count)")
+        self.channels = channels
+        size = preprocessing.get("size")
+        self.size = None if size is None else (int(size[0]), int(size[-1]))
+        mean = torch.tensor([float(v) for v in preprocessing["mean"]]).view(1, -1, 1, 1)
+        std = torch.tensor([float(v) for v in preprocessing["std"]]).view(1, -1, 1, 1)
+        # x/255 then (x - mean)/std, as one affine map of the uint8 values
+        self.register_buffer("scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("shift", -mean / std, persistent=False)
+        self.gain = nn.Parameter(torch.ones(1, channels, 1, 1)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.channels:  # checked at construction: a 1-channel image
+            x = x.expand(-1, self.channels, -1, -1)
+        x = x.float() * self.scale + self.shift
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False,
+                                          antialias=x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1])
+        if self.gain is not None:
+            x = x * self.gain + self.bias
+        return x
