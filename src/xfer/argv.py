@@ -17,11 +17,12 @@ from xfer.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
-_OVERRIDE_KEY = re.compile(r"^(?:~|\+\+|\+)?([^=~+][^=]*)=")
+_OVERRIDE_KEY = re.compile(r"^(?:~|\+\+|\+)?([^=~+-][^=]*?)(?:=|$)")
 
 
 def override_key(arg: str) -> str | None:
-    m = _OVERRIDE_KEY.match(arg)
+    """The key an override sets or removes (``+a.b=1``, ``a.b=1``, ``~a.b`` -> ``a.b``); None for a flag (``-m``)."""
+    m = _OVERRIDE_KEY.match(arg.strip())
     return m.group(1).strip() if m else None
 
 
@@ -29,7 +30,7 @@ def expand_resume(argv: list[str]) -> list[str]:
     """``resume=<run folder>``: that run's command-line overrides, then the ones given here (which win),
     so ``python train.py resume=logs/img2txt/runs/<run>`` alone continues the run with its settings.
     Raises ConfigError when the folder is not a run folder."""
-    folder = next((a.split("=", 1)[1] for a in argv if override_key(a) == "resume"), None)
+    folder = next((a.split("=", 1)[1] for a in argv if "=" in a and override_key(a) == "resume"), None)
     if folder in (None, "", "null", "last"):
         return argv
     saved = Path(folder).expanduser() / ".hydra" / "overrides.yaml"
@@ -41,7 +42,7 @@ def expand_resume(argv: list[str]) -> list[str]:
         earlier = [str(o) for o in OmegaConf.load(saved)]
     except Exception as err:  # noqa: BLE001
         raise ConfigError(f"resume={folder}: {saved} is unreadable ({type(err).__name__})") from None
-    given = {override_key(a) for a in argv}
+    given = {k for k in (override_key(a) for a in argv) if k is not None}
     kept = [o for o in earlier if override_key(o) not in given | {"resume", "ckpt_path"}]
     return [*argv, *kept]
 

@@ -27,6 +27,9 @@ def to_dict(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+_DATA_KEY = re.compile(r"(?<![\w/.~-])(?:source|target)\.(?=reader\.|image_size\b|classes\b|group_column\b|max_len\b)")
+
+
 def datamodule(cfg: DictConfig, seed: int) -> SplitDataModule:
     """The data module of ``cfg`` (the ``source`` or ``target`` node), set up. A data set can be either: its
     error messages name the settings on the side it is used on (``source.reader.path``, not ``target.``)."""
@@ -37,7 +40,8 @@ def datamodule(cfg: DictConfig, seed: int) -> SplitDataModule:
         side = cfg._key() if isinstance(cfg, DictConfig) else None
         cause = innermost(err)
         if isinstance(cause, DataError) and side in ("source", "target"):
-            raise DataError(re.sub(r"\b(?:source|target)\.(?=[a-z_])", f"{side}.", str(cause))) from None
+            # only config keys (source.reader.path, target.image_size), never a file's name such as /data/source.csv
+            raise DataError(_DATA_KEY.sub(f"{side}.", str(cause))) from None
         raise
     return dm
 

@@ -30,7 +30,6 @@ MODEL_FILE, META_FILE = "source_model.safetensors", "meta.json"
 CHECKSUM = "model_sha256"  # in meta.json: the sha256 of MODEL_FILE
 
 
-
 def cache_key(shaping: dict[str, Any]) -> str:
     blob = json.dumps({"version": CACHE_VERSION, **shaping}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

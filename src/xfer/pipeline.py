@@ -33,6 +33,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     target_dm = build.datamodule(cfg.target, cfg.seed)
     trunk, rng = seeded_trunk(cfg)  # the target stage's trunk: built once, checked before anything trains
     freezing.validate(len(trunk.blocks))
+    with torch.random.fork_rng(devices=[]):  # the target adapter fits the target data: checked before anything trains
+        build.adapter_and_head(target_dm.spec, trunk, cfg.target_adapter, cfg.head)
     # resume= / ckpt_path=: the earlier run's checkpoint, checked and copied into this run's folder
     resume = find_resume(cfg, run_dir, trunk)
 

@@ -17,13 +17,18 @@ FILE = "results.json"
 
 
 def freezing_name(cfg: DictConfig) -> str:
-    """The freezing strategy's name: its config choice (``strategy=lp_ft`` -> ``lp_ft``). Outside Hydra,
-    the snake-case name of its class."""
+    """The freezing strategy's name: its config choice (``strategy=lp_ft`` -> ``lp_ft``). Outside Hydra, the
+    conf/strategy/ file that names its class, else the snake-case name of the class."""
     chosen = choice("strategy")
     if chosen:
         return str(chosen)
-    target = str(OmegaConf.select(cfg, "strategy._target_", default="?")).rsplit(".", 1)[-1]
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", target).lower()
+    target = str(OmegaConf.select(cfg, "strategy._target_", default="?"))
+    from xfer.argv import CONF_DIR  # outside Hydra: the strategy file whose _target_ this is
+
+    for file in sorted((CONF_DIR / "strategy").glob("*.yaml")):
+        if f"_target_: {target}\n" in file.read_text():
+            return file.stem
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", target.rsplit(".", 1)[-1]).lower()
 
 
 def code_version() -> dict[str, Any] | None:

@@ -73,9 +73,12 @@ def config_difference(cfg: DictConfig, run_dir: Path) -> str | None:
     except Exception as err:  # noqa: BLE001
         return f"its config {saved} is unreadable ({first_line(err)})"
     new = flat(OmegaConf.to_container(cfg, resolve=False))
-    for key in sorted(set(old) & set(new)):
-        if not _free(key) and old[key] != new[key]:
-            return f"{key} is {show(new[key])} here but {show(old[key])} there"
+    unset = object()  # a setting only one of the two configs has (added with +key, dropped with ~key)
+    for key in sorted(set(old) | set(new)):
+        here, there = new.get(key, unset), old.get(key, unset)
+        if not _free(key) and here != there:
+            return (f"{key} is {'unset' if here is unset else show(here)} here but "
+                    f"{'unset' if there is unset else show(there)} there")
     return None
 
 

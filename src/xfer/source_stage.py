@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 # data-module settings that do not change what the source stage learns
 _NOT_SHAPING = ("num_workers", "eval_batch_size")
+# Trainer settings that shape the source stage's weights; at their defaults (1 or 1.0) they are left out
+_SHAPING_TRAINER = ("limit_train_batches", "limit_val_batches", "accumulate_grad_batches", "gradient_clip_algorithm")
 
 
 @dataclass
@@ -32,7 +34,8 @@ class SourceOutcome:
         """The source stage's part of results.json."""
         return {"dataset": self.meta["dataset"], "cached": self.cached, "key": self.key, "test": self.meta["test"],
                 "wall_s": 0.0 if self.cached else self.meta["wall_s"],
-                "timing": None if self.cached else self.meta.get("timing"), "trained_in": self.meta.get("trained_in")}
+                "timing": None if self.cached else self.meta.get("timing"), "trained_in": self.meta.get("trained_in"),
+                "sizes": self.meta.get("sizes"), "dropped": self.meta.get("dropped")}
 
 
 def source_key(cfg: DictConfig, weights_sha256: str | None = None) -> str:
@@ -51,6 +54,11 @@ def source_key(cfg: DictConfig, weights_sha256: str | None = None) -> str:
         "seed": cfg.seed,
         "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
         "precision": str(cfg.trainer.get("precision")),
+        # what else decides the weights the stage keeps: how much it trains and validates, and on what
+        # the best checkpoint is chosen
+        **{k: build.to_dict(cfg.trainer.get(k)) for k in _SHAPING_TRAINER if cfg.trainer.get(k) not in (None, 1, 1.0)},
+        **({"checkpoint": build.to_dict(cfg.callbacks.checkpoint)}
+           if (cfg.get("callbacks") or {}).get("checkpoint") is not None else {}),
     })
 
 
@@ -66,7 +74,7 @@ def run_source_stage(cfg: DictConfig, run_dir: Path, weights_sha256: str | None 
         module = build.model(dm.spec, trunk, cfg.source_adapter, cfg.head, build.to_dict(cfg.source_stage.optim))
         result, _ = fit_and_test(cfg, module, dm, run_dir, "source", [], max_epochs=cfg.source_stage.max_epochs)
         meta = {"key": key, "dataset": cfg.source.name, "test": result.test, "best_val": result.best_val,
-                "wall_s": result.wall_s, "sizes": dm.sizes(), "trained_in": str(run_dir),
+                "wall_s": result.wall_s, "sizes": dm.sizes(), "dropped": dm.dropped, "trained_in": str(run_dir),
                 "timing": result.extra["timing"]}
         return module.state_dict(), meta
 

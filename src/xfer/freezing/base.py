@@ -51,7 +51,6 @@ class TargetBuild(Protocol):
         """Re-initialise these trunk blocks, the same random weights for every strategy of a seed."""
 
 
-
 @dataclass(frozen=True)
 class BlockPlan:
     mode: str  # one of MODES

@@ -14,7 +14,6 @@ class L2SP(Finetune):
     """Finetune plus ½·alpha·‖w − w_pretrained‖² over the trunk. The trunk's weight decay is off: the
     penalty replaces decay towards zero with decay towards the starting point."""
 
-    name = "l2sp"
     trunk_weight_decay = 0.0
 
     def __init__(self, alpha: float = 0.01, **kw):

@@ -9,7 +9,6 @@ class GradualUnfreeze(Freezing):
     first (ULMFiT; Lightning's BackboneFinetuning). A block unfrozen joins at trunk_lr * ``unfreeze_lr_scale``.
     """
 
-
     def __init__(self, every_n_epochs: int = 1, unfreeze_lr_scale: float = 1.0, **kw):
         super().__init__(**kw)
         self.every_n_epochs, self.unfreeze_lr_scale = every_n_epochs, unfreeze_lr_scale
@@ -30,7 +29,6 @@ class GradualUnfreeze(Freezing):
 class LPFT(Freezing):
     """Linear probe for ``probe_epochs``, then fine-tune everything at the usual lrs times ``lr_factor``
     (Kumar et al. 2022)."""
-
 
     def __init__(self, probe_epochs: int = 2, lr_factor: float = 0.5, **kw):
         super().__init__(**kw)

@@ -10,13 +10,15 @@ import torch
 from torch import nn
 
 from xfer.data.spec import DataSpec
+from xfer.errors import ConfigError
 
 
 def _require(spec: DataSpec, modality: str, adapter: str) -> None:
     if spec.modality != modality:
-        raise ValueError(
+        allowed = "image or pretrained_image" if spec.modality == "image" else "text_fold, text_grid or text_seq"
+        raise ConfigError(
             f"adapter '{adapter}' takes {modality} data, but data set '{spec.name}' is {spec.modality}; "
-            f"choose an adapter for {spec.modality}"
+            f"choose an adapter for {spec.modality}: adapter@source_adapter= or adapter@target_adapter= {allowed}"
         )
 
 
