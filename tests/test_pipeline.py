@@ -13,7 +13,9 @@ RESULT_FIELDS = {"status", "experiment", "strategy", "seed", "fraction", "source
                  "run_dir", "wall_s"}
 
 
-@pytest.mark.parametrize("experiment", ["img2txt", pytest.param("txt_baseline", marks=pytest.mark.slow)])
+# img2txt's fast_dev_run also runs in the fast suite's experiment=glob(*) test; both here in make test-full
+@pytest.mark.parametrize("experiment", [pytest.param("img2txt", marks=pytest.mark.slow),
+                                        pytest.param("txt_baseline", marks=pytest.mark.slow)])
 def test_fast_dev_run_passes(home: Path, experiment: str):
     proc = run_train([f"experiment={experiment}", "debug=fast", "trainer.enable_progress_bar=false"], home)
     assert "target  rt_sentiment" in proc.stdout
@@ -153,10 +155,11 @@ def test_a_glob_over_a_config_group_sweeps_every_choice_and_one_that_matches_non
 
     experiments = config_groups()["experiment"]
     run_train(["-m", "experiment=glob(*)", "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false",
-               "threads=1"], home)
+               "threads=1", "source.fraction=0.2", "target.fraction=0.2"], home)
     runs = [load_results(p) for p in results_files(home)]
     assert sorted(r["experiment"] for r in runs) == sorted(experiments)
     assert all(r["status"] == "ok" for r in runs), [r.get("error") for r in runs]
+    assert not any((home / "cache").rglob("*.safetensors")), "a fast_dev_run must not leave a trunk in the cache"
     # a glob that matches no choice, or a plain choice that names no file: one line, exit 2, nothing runs
     for override, needles in [("strategy=glob(zz*)", ["strategy=glob(zz*) matches no choice", "finetune"]),
                               ("strategy=nope", ["strategy=nope is not a known choice", "finetune"])]:

@@ -318,6 +318,7 @@ def test_a_small_vit_runs(home: Path):
     assert out["status"] == "ok" and out["trunk"]["arch"] == "vit_b_16"
 
 
+@pytest.mark.slow  # 5 s; make test-full
 def test_convnext_tiny_runs(home: Path):
     out = run_in_process([*IMG, "trunk.arch=convnext_tiny", "strategy=gradual_unfreeze", "debug=fast", *SMALL],
                          home)
