@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("lightning", "data", "e2e", "sweep")
+SECTIONS = ("lightning", "data", "images", "e2e", "sweep")
 SWEEP_STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
 # The sweep section trains shorter than the recipe: its question is the launcher, not accuracy.
 SWEEP_SHORT = ["trainer.max_epochs=2", "source_stage.max_epochs=1"]
@@ -195,6 +195,68 @@ def bench_data(args, out: dict[str, Any]) -> None:
     }
 
 
+IMAGE_FILES = {"files": 3000, "file_size": 96, "image_size": 64, "classes": 10, "batch_size": 64, "epochs": 2}
+
+
+def _write_jpegs(folder: Path, n: int, classes: int, size: int) -> None:
+    """Smooth random photos (a blurred noise field), so JPEG decoding does a photo's work, not noise's."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cls = folder / f"c{i % classes}"
+        cls.mkdir(parents=True, exist_ok=True)
+        arr = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        Image.fromarray(arr).filter(ImageFilter.GaussianBlur(2)).save(cls / f"{i}.jpg", quality=90)
+
+
+def _images_per_s(dm, epochs: int) -> tuple[float, float]:
+    """Training images per second of the data module's loader alone: its first epoch (workers starting,
+    when any) and the epochs after it."""
+    loader = dm.train_dataloader()
+    rates = []
+    for epoch in range(1 + epochs):
+        loader.sampler.set_epoch(epoch)
+        n, start = 0, time.perf_counter()
+        for x, _ in loader:
+            n += len(x)
+        rates.append(n / (time.perf_counter() - start))
+    return rates[0], statistics.median(rates[1:])
+
+
+def bench_images(args, out: dict[str, Any]) -> None:
+    """An image_folder of JPEGs read in memory (decoded at setup) and lazily (decoded per batch, by 0 and
+    2 DataLoader workers), and augmented (flip_crop): images/s of the train loader, side by side."""
+    from functools import partial
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from xfer.data import ImageDataModule
+    from xfer.data.readers_image import read_image_folder
+    from xfer.perf import timed
+
+    spec = dict(IMAGE_FILES, files=300, epochs=1) if args.quick else dict(IMAGE_FILES)
+    flip_crop = instantiate(OmegaConf.load(ROOT / "conf" / "augment" / "flip_crop.yaml"), _convert_="all")
+    size = [spec["image_size"]] * 2
+    cases = {"in memory": (True, 0, None), "lazy, 0 workers": (False, 0, None), "lazy, 2 workers": (False, 2, None),
+             "in memory + flip_crop": (True, 0, flip_crop), "lazy, 2 workers + flip_crop": (False, 2, flip_crop)}
+    with tempfile.TemporaryDirectory(prefix="xfer-bench-images-") as tmp:
+        folder = Path(tmp)
+        _write_jpegs(folder, spec["files"], spec["classes"], spec["file_size"])
+        rows = {}
+        for name, (in_memory, workers, augment) in cases.items():
+            dm = ImageDataModule("image_folder", reader=partial(read_image_folder, str(folder), in_memory=in_memory),
+                                 image_size=size, batch_size=spec["batch_size"], num_workers=workers, augment=augment)
+            _, setup_s = timed(dm.setup)
+            first, steady = _images_per_s(dm, spec["epochs"])
+            rows[name] = {"setup_s": setup_s, "first_epoch_images_per_s": first, "images_per_s": steady,
+                          "train_images": len(dm.datasets["train"])}
+            print(f"  {name}: setup {setup_s:.2f} s, {steady:.0f} images/s (first epoch {first:.0f})", flush=True)
+    out["images"] = {**spec, "cases": rows}
+
+
 # -- 4-6: as a user runs it, in child processes ----------------------------------------------------
 def run_cli(args: list[str], home: Path) -> dict[str, Any]:
     """Run train.py in a child process; wall time, CPU time, peak memory of its process tree."""
@@ -330,6 +392,13 @@ def table(out: dict[str, Any]) -> str:
                     f" {_ok(d['ratio_to_steps'], 10.0, True)} |")
         rows.append(f"| Text tokenised once, at setup | {d['setup_s']:.2f} s for every split |"
                     f" once | {'yes' if d['tokenised_at_setup'] else '**no**'} |")
+    if "images" in out:
+        im = out["images"]
+        base = im["cases"]["lazy, 0 workers"]["images_per_s"]
+        for name, c in im["cases"].items():
+            rows.append(f"| image_folder, {im['files']} JPEGs {im['file_size']}px -> {im['image_size']}px, {name}:"
+                        f" train loader | {c['images_per_s']:.0f} images/s = {c['images_per_s'] / base:.2f}x lazy with"
+                        f" 0 workers; setup {c['setup_s']:.1f} s | | |")
     if "e2e" in out:
         e = out["e2e"]
         rows.append(f"| `{e['command']}`, cold (trains the source trunk) | {e['cold_s']:.1f} s; first step after"
@@ -382,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     out: dict[str, Any] = {"machine": machine(), "quick": args.quick}
-    for name, fn in (("lightning", bench_lightning), ("data", bench_data), ("e2e", bench_e2e),
+    for name, fn in (("lightning", bench_lightning), ("data", bench_data), ("images", bench_images), ("e2e", bench_e2e),
                      ("sweep", bench_sweep)):
         if name in chosen:
             print(f"[{name}]", flush=True)

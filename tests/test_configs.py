@@ -10,7 +10,8 @@ from xfer.argv import CONF_DIR, check_choices, config_groups
 
 GROUPS = config_groups()
 # Groups that are chosen through a package override in the defaults list.
-PACKAGED = {"adapter": ["adapter@source_adapter", "adapter@target_adapter"]}
+PACKAGED = {"adapter": ["adapter@source_adapter", "adapter@target_adapter"],
+            "augment": ["augment@source.augment"]}  # the default target is text
 SKIP = {"hydra"}  # composed by Hydra itself on every run
 
 

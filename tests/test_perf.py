@@ -204,7 +204,8 @@ def test_bench_quick_measures_every_section(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     bench = json.loads(out.read_text())
-    assert set(bench) >= {"machine", "lightning", "throughput", "data", "e2e", "sweep"}
+    assert set(bench) >= {"machine", "lightning", "throughput", "data", "images", "e2e", "sweep"}
+    assert all(c["images_per_s"] > 0 and c["train_images"] > 200 for c in bench["images"]["cases"].values())
     assert bench["lightning"]["ratio"] > 0 and len(bench["lightning"]["ratios"]) == 3
     assert 0 < bench["throughput"]["share_of_matmul"] < 1
     assert bench["data"]["tokenised_at_setup"] and bench["data"]["ratio_to_steps"] > 1

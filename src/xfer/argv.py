@@ -84,10 +84,11 @@ def check_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
         if group not in groups or group.startswith("hydra/") or o.is_delete():
             continue
         allowed = groups[group]
+        key = o.input_line.split("=", 1)[0].lstrip("+~")  # as written: adapter@target_adapter, not adapter
         value = o.value()
         if isinstance(value, Glob):
             if not value.filter(allowed):
-                return f"{group}={o.input_line.split('=', 1)[1]} matches no choice; allowed: {', '.join(allowed)}"
+                return f"{key}={o.input_line.split('=', 1)[1]} matches no choice; allowed: {', '.join(allowed)}"
             continue
         if isinstance(value, ChoiceSweep) or (o.is_sweep_override() and not isinstance(value, Glob)):
             try:
@@ -98,5 +99,5 @@ def check_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
             values = [o.get_value_element_as_str()]
         for v in values:
             if v not in allowed and v != "null":
-                return f"{group}={v} is not a known choice; allowed: {', '.join(allowed)}"
+                return f"{key}={v} is not a known choice; allowed: {', '.join(allowed)}"
     return None

@@ -42,6 +42,11 @@ def innermost(err: BaseException) -> BaseException:
 def one_line(err: BaseException) -> str:
     cause = innermost(err)
     text = str(cause).strip().splitlines()
+    if len(text) > 1 and text[0].startswith("Caught ") and "worker" in text[0]:
+        # raised in a DataLoader worker: torch re-raises it with the worker's traceback; its last line is the error
+        last = text[-1]
+        prefix = f"{type(cause).__module__}.{type(cause).__name__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last.split(": ", 1)[-1]
     return text[0] if text else type(cause).__name__
 
 

@@ -220,6 +220,8 @@ DATA: dict[str, Rule] = {
     "name": STRING,
     "reader.path": STRING.or_null(),
     "reader.channels": choice(1, 3),
+    "reader.in_memory": either(BOOL, choice("auto")),
+    "reader.in_memory_limit_mb": number(gt=0),
     "classes": list_of(integer(0), nonempty=True).or_null(),
     "val_fraction": number(ge=0, lt=1),
     "test_fraction": number(ge=0, lt=1),
@@ -454,10 +456,26 @@ def _check_data(node: Any, group: str) -> None:
                 _check(reader, key, rule, f"{group}.reader.{key}")
         elif k in node:
             _check(node, k, rule, f"{group}.{k}")
+    if node.get("augment") is not None:
+        _check_augment(node.augment, f"{group}.augment")
     val, test = node.get("val_fraction", 0.1), node.get("test_fraction", 0.1)
     if val + test >= 1:
         raise ConfigError(f"{group}.val_fraction={show(val)} and {group}.test_fraction={show(test)}: "
                           f"must add up to less than 1")
+
+
+def _check_augment(node: Any, prefix: str) -> None:
+    """An image data set's ``augment``: a node building an Augment from a list of transform nodes."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{prefix}={show(node)}: must be an augment config; choose one with "
+                          f"augment@{prefix}=<name> (none, flip_crop, randaugment, trivialaugment) or {prefix}=null")
+    _check_part(node, prefix)
+    transforms = node.get("transforms")
+    if not isinstance(transforms, ListConfig):
+        raise ConfigError(f"{prefix}.transforms={show(transforms)}: must be a list of _target_ nodes "
+                          f"(torchvision.transforms.v2 classes)")
+    for i, t in enumerate(transforms):
+        _check_part(t, f"{prefix}.transforms[{i}]")
 
 
 def _check_named_parts(node: Any, group: str, rules: Mapping[str, Rule]) -> None:

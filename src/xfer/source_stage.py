@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 # data-module settings that do not change what the source stage learns
 _NOT_SHAPING = ("num_workers", "eval_batch_size")
+# reader settings that change how, not what, it reads (a lazy read serves the in-memory batches, bit for bit)
+_NOT_SHAPING_READER = ("in_memory", "in_memory_limit_mb")
 # Trainer settings that shape the source stage's weights; at their defaults (1 or 1.0) they are left out
 _SHAPING_TRAINER = ("limit_train_batches", "limit_val_batches", "accumulate_grad_batches", "gradient_clip_algorithm")
 
@@ -43,6 +45,10 @@ def source_key(cfg: DictConfig, weights_sha256: str | None = None) -> str:
     file the trunk's initial weights came from (``trunk.weights``), so a changed file never reuses a cached
     trunk; keys of trunks without one are as before."""
     source = {k: v for k, v in build.to_dict(cfg.source).items() if k not in _NOT_SHAPING}
+    if isinstance(source.get("reader"), dict):
+        source["reader"] = {k: v for k, v in source["reader"].items() if k not in _NOT_SHAPING_READER}
+    if isinstance(source.get("augment"), dict) and not source["augment"].get("transforms"):
+        del source["augment"]  # augment=none: keys as before the augment group existed
     extra = {} if weights_sha256 is None else {"trunk_weights_sha256": weights_sha256}
     return cache_key({
         **extra,

@@ -79,7 +79,6 @@ class TargetBuild:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             source = self.source_data()
-            images = source.datasets["train"].tensors[0]
             adapter, _ = build.adapter_and_head(source.spec, trunk, self.cfg.source_adapter, self.cfg.head)
             momenta = [m.momentum for m in norms]
             was_training = trunk.training
@@ -88,7 +87,7 @@ class TargetBuild:
                 m.momentum = None
             adapter.train(), trunk.train()
             try:
-                for chunk in images.split(self.source_eval_batch_size):
+                for chunk in source.inputs("train", self.source_eval_batch_size):
                     trunk(adapter(chunk))
             finally:
                 for m, momentum in zip(norms, momenta):
@@ -96,7 +95,7 @@ class TargetBuild:
                 trunk.train(was_training)
         self.norm_stats_source = str(self.cfg.source.name)
         log.info("BatchNorm statistics of the random trunk from one pass over %d %s training samples",
-                 len(images), self.cfg.source.name)
+                 len(source.datasets["train"]), self.cfg.source.name)
 
 
 def seeded_trunk(cfg: DictConfig) -> tuple[torch.nn.Module, torch.Tensor]:

@@ -1,26 +1,48 @@
-"""Image classification data: uint8 tensors [N, C, H, W], optionally resized once at load."""
+"""Image classification data: uint8 tensors [N, C, H, W], optionally resized once at load, or image files
+decoded a batch at a time (a reader's lazy read); training batches optionally augmented."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
+from xfer.data.augment import Augment, Augmented
+from xfer.data.image_files import ImageFiles
 from xfer.data.module import SplitDataModule
+
+STATS_SAMPLE = 10_000  # a lazily read training split estimates its mean and std from this many images
 
 
 class ImageDataModule(SplitDataModule):
     """``image_size`` [H, W] resizes every image once at load; a reader that takes ``image_size`` (a
-    folder of images of mixed sizes) is handed it and resizes while it reads."""
+    folder of images of mixed sizes) is handed it and resizes while it reads.
+
+    ``augment`` (an ``Augment``: the ``augment`` config group) transforms each training image anew in every
+    epoch; val and test never. The adapter's per-channel mean and std come from the training split: all of
+    it when it is in memory, a seeded sample of ``STATS_SAMPLE`` images when it is read lazily."""
 
     modality = "image"
     handed_to_reader = (*SplitDataModule.handed_to_reader, "image_size")
 
-    def __init__(self, name: str, image_size: Sequence[int] | None = None, **kwargs: Any):
+    def __init__(self, name: str, image_size: Sequence[int] | None = None, augment: Augment | None = None,
+                 **kwargs: Any):
         super().__init__(name, **kwargs)
         self.image_size = tuple(image_size) if image_size else None
+        if augment is not None and not isinstance(augment, Augment):
+            raise ValueError(f"{name}.augment={augment!r}; allowed: an augment config "
+                             f"(augment@<side>.augment=none|flip_crop|randaugment|trivialaugment) or null")
+        self.augment = augment if augment else None
         self._stats: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
+        self._shape: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the images are read from their files batch by batch."""
+        return self.decode is not None
 
     def _to_tensor(self, images) -> torch.Tensor:
         x = torch.as_tensor(images)
@@ -31,15 +53,37 @@ class ImageDataModule(SplitDataModule):
                               align_corners=False).round().clamp(0, 255)
         return x.to(torch.uint8).contiguous()
 
-    def encode(self, items: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def encode(self, items: dict[str, Any]) -> dict[str, Any]:
+        if self.lazy:
+            return self._sample_stats(items)
         out = {s: self._to_tensor(x) for s, x in items.items()}
-        train = out["train"].float() / 255.0
-        mean = train.mean(dim=(0, 2, 3))
-        std = train.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        self._stats = (tuple(mean.tolist()), tuple(std.tolist()))
+        self._set_stats(out["train"])
         return out
 
+    def _set_stats(self, train: torch.Tensor) -> None:
+        x = train.float() / 255.0
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        self._stats = (tuple(mean.tolist()), tuple(std.tolist()))
+        self._shape = tuple(int(v) for v in train.shape[1:])  # type: ignore[assignment]
+
+    def _sample_stats(self, files: dict[str, list[str]]) -> dict[str, list[str]]:
+        train = files["train"]
+        pick = np.random.default_rng(self.split_seed).permutation(len(train))[:STATS_SAMPLE]
+        assert self.decode is not None
+        self._set_stats(torch.from_numpy(np.stack([self.decode(train[i]) for i in np.sort(pick)])))
+        return files
+
+    def dataset(self, inputs: Any, labels: torch.Tensor) -> Dataset:
+        if self.lazy:
+            assert self.decode is not None
+            return ImageFiles(inputs, labels, self.decode)
+        return super().dataset(inputs, labels)
+
+    def served(self, split: str, train: bool) -> Dataset:
+        data = super().served(split, train)
+        return Augmented(data, self.augment) if train and self.augment else data
+
     def spec_fields(self) -> dict[str, Any]:
-        x = self.datasets["train"].tensors[0]
-        return {"channels": int(x.shape[1]), "image_size": (int(x.shape[2]), int(x.shape[3])),
-                "mean": self._stats[0], "std": self._stats[1]}
+        c, h, w = self._shape
+        return {"channels": c, "image_size": (h, w), "mean": self._stats[0], "std": self._stats[1]}

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from xfer.data import readers
 from xfer.data.raw import Raw
@@ -94,13 +94,14 @@ class SplitDataModule(pl.LightningDataModule):
         self.fraction, self.samples_per_class = fraction, samples_per_class
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.seed = seed
-        self.datasets: dict[str, TensorBatches] = {}
+        self.datasets: dict[str, Dataset] = {}
         self.class_names: list[str] = []
         self.dropped: dict[str, int] = {}
         self.indices: dict[str, np.ndarray] = {}  # split -> each example's row among the reader's rows (all splits)
         self.groups: dict[str, np.ndarray] | None = None  # split -> each example's group id, when grouped
         self.group_counts: dict[str, int] | None = None  # split -> number of groups, when grouped
         self._spec: DataSpec | None = None
+        self.decode = None  # the reader's file decoder, when it read lazily (``Raw.decode``)
 
     # -- to be provided by subclasses ------------------------------------------------------
     def encode(self, items: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -109,6 +110,14 @@ class SplitDataModule(pl.LightningDataModule):
     def spec_fields(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def dataset(self, inputs: Any, labels: torch.Tensor) -> Dataset:
+        """One split's data set, read a batch at a time (``__getitems__`` -> (inputs, labels))."""
+        return TensorBatches(inputs, labels)
+
+    def served(self, split: str, train: bool) -> Dataset:
+        """What the loader of ``split`` reads: its data set, as given to training when ``train``."""
+        return self.datasets[split]
+
     # -- shared ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -116,10 +125,11 @@ class SplitDataModule(pl.LightningDataModule):
         raw = self.reader(**{k: getattr(self, k) for k in self.handed_to_reader
                              if readers.takes(self.reader, k)})
         self.dropped = dict(raw.dropped)
+        self.decode = raw.decode
         split_items, split_labels = self._split(raw)
         encoded = self.encode(split_items)
         for s in SPLITS:
-            self.datasets[s] = TensorBatches(encoded[s], torch.as_tensor(split_labels[s]))
+            self.datasets[s] = self.dataset(encoded[s], torch.as_tensor(split_labels[s]))
         self._spec = DataSpec(name=self.name, modality=self.modality, num_classes=len(self.class_names),
                               class_names=tuple(self.class_names), **self.spec_fields())
 
@@ -236,8 +246,21 @@ class SplitDataModule(pl.LightningDataModule):
     def sizes(self) -> dict[str, int]:
         return {s: len(d) for s, d in self.datasets.items()}
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def inputs(self, split: str, batch_size: int, limit: int | None = None):
+        """The inputs of ``split`` in order, ``batch_size`` at a time (the first ``limit`` only), never
+        augmented: for passes outside training (BatchNorm statistics, feature banks)."""
         data = self.datasets[split]
+        n = len(data) if limit is None else min(limit, len(data))
+        if isinstance(data, TensorBatches):
+            yield from data.tensors[0][:n].split(batch_size)
+            return
+        loader = DataLoader(data, batch_size=batch_size, sampler=range(n), collate_fn=as_batch,
+                            num_workers=self.num_workers)
+        for batch in loader:
+            yield batch[0]
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.served(split, train)
         return DataLoader(
             data,
             batch_size=self.batch_size if train else self.eval_batch_size,

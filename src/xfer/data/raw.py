@@ -9,6 +9,7 @@ imports no reader.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ class Raw:
     # split -> one group id (str) per item, when the reader was asked for a group column: items of one
     # group (a movie, an author) are never put in two splits. "" means "no group": the item stands alone.
     groups: dict[str, np.ndarray] | None = None
+    # images read lazily: the splits hold file names (lists of str) and this turns one into uint8 [C, H, W]
+    decode: Callable[[str], np.ndarray] | None = None
 
 
 def label_order(values: Any) -> list[str]:

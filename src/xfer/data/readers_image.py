@@ -11,6 +11,7 @@ import gzip
 import math
 import struct
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -203,9 +204,37 @@ def _load_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def _read_class_images(folder: Path, class_names: list[str], mode: str, size: tuple[int, int] | None,
-                       dropped: Counter) -> tuple[list[np.ndarray], list[int]]:
-    images, labels = [], []
+def _image_size(file: Path) -> tuple[int, int] | None:
+    """[H, W] from an image file's header (nothing decoded); None if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            return int(im.size[1]), int(im.size[0])
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+@dataclass(frozen=True)
+class ImageDecoder:
+    """Decodes one file of a lazily read folder (``in_memory: false``) exactly as the in-memory read does.
+    A file that cannot be decoded stops the run naming it (the in-memory read skips and counts it: only
+    it sees every file up front). Picklable, for DataLoader workers."""
+
+    mode: str
+    size: tuple[int, int]
+
+    def __call__(self, file: str) -> np.ndarray:
+        image = _load_image(Path(file), self.mode, self.size)
+        if image is None:
+            raise DataError(f"data set 'image_folder': cannot decode {file} (read lazily, in_memory=false); "
+                            f"remove it, or read with in_memory=true, which skips and counts unreadable files")
+        return np.ascontiguousarray(image)  # [C, H, W] in memory order, as the in-memory array holds it
+
+
+def _list_class_images(folder: Path, class_names: list[str], dropped: Counter) -> tuple[list[Path], list[int]]:
+    """The image files of each class folder (by suffix; others are counted as not_an_image), sorted."""
+    files, labels = [], []
     for label, name in enumerate(class_names):
         if not (folder / name).is_dir():
             continue
@@ -215,20 +244,39 @@ def _read_class_images(folder: Path, class_names: list[str], mode: str, size: tu
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 dropped["not_an_image"] += 1
                 continue
-            image = _load_image(file, mode, size)
-            if image is None:
-                dropped["corrupt_image"] += 1
-                continue
-            images.append(image)
+            files.append(file)
             labels.append(label)
-    return images, labels
+    return files, labels
+
+
+def _decode_all(files: list[Path], labels: list[int], mode: str, size: tuple[int, int] | None,
+                dropped: Counter) -> tuple[list[np.ndarray], list[int]]:
+    images, kept = [], []
+    for file, label in zip(files, labels):
+        image = _load_image(file, mode, size)
+        if image is None:
+            dropped["corrupt_image"] += 1
+            continue
+        images.append(image)
+        kept.append(label)
+    return images, kept
+
+
+IN_MEMORY = ("auto", True, False)
 
 
 def read_image_folder(path: str | None = None, channels: int = 3,
-                      image_size: list[int] | tuple[int, int] | None = None) -> Raw:
+                      image_size: list[int] | tuple[int, int] | None = None,
+                      in_memory: bool | str = "auto", in_memory_limit_mb: float = 2048) -> Raw:
     """torchvision's ImageFolder layout: class names are the sub-folder names (sorted), images of
-    any size and mode are converted to ``channels`` and resized to ``image_size`` [H, W] at load.
-    Unreadable images and non-image files are skipped and counted."""
+    any size and mode are converted to ``channels`` and resized to ``image_size`` [H, W].
+
+    ``in_memory``: true decodes every image at load into one uint8 array (unreadable images and
+    non-image files are skipped and counted); false lists the files and decodes each when a batch
+    needs it (DataLoader workers, ``num_workers``, decode in parallel); auto decodes at load when the
+    decoded set (files x channels x H x W bytes) fits ``in_memory_limit_mb``, else reads lazily. The
+    size of the first image stands in for ``image_size`` in that estimate when it is null; the lazy
+    read needs ``image_size`` set, since its batches need one size up front."""
     dataset = "image_folder"
     if not path:
         raise DataError(f"data set '{dataset}': no folder given; set source.reader.path=<folder with one "
@@ -239,15 +287,33 @@ def read_image_folder(path: str | None = None, channels: int = 3,
                         f"sub-folder of images per class>")
     if channels not in (1, 3):
         raise DataError(f"data set '{dataset}': channels={channels}; allowed: 1 (grey) or 3 (RGB)")
+    if in_memory not in IN_MEMORY or isinstance(in_memory, int) and not isinstance(in_memory, bool):
+        raise DataError(f"data set '{dataset}': in_memory={in_memory!r}; allowed: auto, true or false")
     size = (int(image_size[0]), int(image_size[1])) if image_size else None
+    mode = "L" if channels == 1 else "RGB"
     layout = _image_layout(root)
     class_names = sorted({p.name for folder in layout.values() for p in _subdirs(folder)})
     if not class_names:
         raise DataError(f"data set '{dataset}': {root} has no class sub-folders; put the images of each "
                         f"class in <folder>/<class name>/")
     dropped: Counter = Counter()
-    read = {s: _read_class_images(folder, class_names, "L" if channels == 1 else "RGB", size, dropped)
-            for s, folder in layout.items()}
+    listed = {s: _list_class_images(folder, class_names, dropped) for s, folder in layout.items()}
+    if not listed["train"][0]:
+        raise DataError(f"data set '{dataset}': no readable training images in {layout['train']} (skipped: "
+                        f"{dict(dropped)}); add .png/.jpg files under <class name>/ folders")
+    if in_memory == "auto":
+        n = sum(len(files) for files, _ in listed.values())
+        h, w = size or _image_size(listed["train"][0][0]) or (0, 0)
+        in_memory = n * channels * h * w <= in_memory_limit_mb * 2**20
+    if not in_memory:
+        if size is None:
+            raise DataError(f"data set '{dataset}': reading {root} lazily (in_memory=false, or auto for a set "
+                            f"over in_memory_limit_mb={in_memory_limit_mb}) needs a fixed size; set "
+                            f"source.image_size=[H, W]")
+        splits = {s: ([str(f) for f in files], np.asarray(labels, dtype=np.int64))
+                  for s, (files, labels) in listed.items() if files}
+        return Raw(splits, class_names, dict(dropped), decode=ImageDecoder(mode, size))
+    read = {s: _decode_all(files, labels, mode, size, dropped) for s, (files, labels) in listed.items()}
     shapes = sorted({im.shape for images, _ in read.values() for im in images})
     if len(shapes) > 1:
         raise DataError(f"data set '{dataset}': images in {root} have different sizes {shapes[0][1:]} and "
@@ -258,4 +324,3 @@ def read_image_folder(path: str | None = None, channels: int = 3,
         raise DataError(f"data set '{dataset}': no readable training images in {layout['train']} "
                         f"(skipped: {dict(dropped)}); add .png/.jpg files under <class name>/ folders")
     return Raw(splits, class_names, dict(dropped))
-

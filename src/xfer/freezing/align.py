@@ -58,13 +58,13 @@ class AlignRefine(Freezing):
     def source_features(self, build: TargetBuild, trunk: torch.nn.Module) -> torch.Tensor:
         """The pretrained trunk's features of (up to ``bank_size``) source training images, through the
         source stage's trained adapter."""
-        images = build.source_data().datasets["train"].tensors[0][:self.bank_size]
         adapter, _ = build.source_adapter_and_head()
         adapter.load_state_dict({k[len("adapter."):]: v for k, v in build.pretrained.items()
                                  if k.startswith("adapter.")})
         was_training = trunk.training
         adapter.eval(), trunk.eval()
-        feats = torch.cat([trunk(adapter(chunk)) for chunk in images.split(build.source_eval_batch_size)])
+        chunks = build.source_data().inputs("train", build.source_eval_batch_size, limit=self.bank_size)
+        feats = torch.cat([trunk(adapter(chunk)) for chunk in chunks])
         trunk.train(was_training)
         return feats
 
