@@ -390,3 +390,37 @@ def test_a_timm_trunk_runs(home: Path):
                           "target.image_size=[32,32]", "strategy=freeze_first_k", "strategy.k=1", "debug=fast",
                           *SMALL], home)
     assert out["status"] == "ok" and out["trunk"]["library"] == "timm"
+
+
+@pytest.mark.parametrize("strategy", ["scratch", "frozen_random"])
+def test_the_random_controls_start_from_random_weights_with_the_pretrained_preprocessing(tmp_path: Path, strategy):
+    """scratch and frozen_random are controls: with trunk.weights set they must not start from those weights."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from xfer.argv import CONF_DIR
+    from xfer.target_stage import seeded_trunk
+
+    state = _random_state()
+    torch.save(state, tmp_path / "r18.pth")
+
+    def trunk(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            cfg = compose("train", overrides=[*TV, f"trunk.weights={tmp_path / 'r18.pth'}", "trunk.input_size=[40,40]",
+                                              *overrides])
+        return cfg, *seeded_trunk(cfg)
+
+    cfg, control, rng = trunk(f"strategy={strategy}")
+    assert cfg.random_trunk is True and cfg.source_stage.enabled is False
+    _, pretrained, _ = trunk("strategy=finetune")
+    _, random, random_rng = trunk("trunk.weights=null")  # the library's random init, under the same seed
+    assert torch.equal(rng, random_rng)  # and what the run draws next is the same too
+    for (k, a), b, r in zip(control.state_dict().items(), pretrained.state_dict().values(), random.state_dict().values()):
+        assert torch.equal(a, r), k
+    assert not all(torch.equal(a, b) for a, b in zip(control.state_dict().values(), pretrained.state_dict().values()))
+    assert control.preprocessing == pretrained.preprocessing and control.preprocessing["size"] == (40, 40)
+    info = control.describe()
+    assert info["weights"] is None and info["sha256"] is None
+    assert info["random_init"] is True and info["preprocessing_from"] == str(tmp_path / "r18.pth")
+    assert "random_init" not in pretrained.describe() and pretrained.describe()["sha256"]

@@ -181,6 +181,7 @@ TOP: dict[str, Any] = {
     "eval_test": BOOL,
     "reinit_seed_offset": integer(0),
     "trunk_cache_wait_s": number(gt=0),
+    "random_trunk": BOOL,
     "source_stage": SOURCE_STAGE,
 }
 _RATIO = either(integer(0), number(ge=0, le=1))

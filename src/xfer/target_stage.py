@@ -9,12 +9,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xfer import build, predictions
 from xfer.checkpoints import load_checkpoint, load_trunk
 from xfer.data.module import SplitDataModule
 from xfer.freezing import Freezing
+from xfer.models.ecosystem import EcosystemTrunk
 from xfer.models.module import TransferModule
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,19 @@ class TargetBuild:
 
 
 def seeded_trunk(cfg: DictConfig) -> tuple[torch.nn.Module, torch.Tensor]:
-    """The target stage's trunk, built right after seeding with ``cfg.seed``, and the RNG state after it."""
+    """The target stage's trunk, built right after seeding with ``cfg.seed``, and the RNG state after it.
+    ``random_trunk`` (the scratch and frozen_random controls): a trunk whose config loads pretrained weights
+    gets the weights of the same trunk built without them (its library's own random init, drawn after the same
+    seeding: the very trunk, and RNG state, of a run with ``trunk.weights=null``); it keeps the preprocessing of
+    the weights named, so the controls see the same inputs as the strategies they control."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     trunk = build.trunk(cfg.trunk)
+    if cfg.get("random_trunk") and isinstance(trunk, EcosystemTrunk) and trunk.weights.kind != "random":
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        random = build.trunk(OmegaConf.merge(cfg.trunk, {"weights": None}))
+        trunk.take_random_weights(random)
+        log.info("random_trunk: %s starts from random weights, not trunk.weights=%s (whose preprocessing it keeps)",
+                 trunk.arch, trunk.preprocessing_from)
     return trunk, torch.get_rng_state()
 
 

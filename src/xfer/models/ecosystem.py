@@ -135,14 +135,27 @@ class EcosystemTrunk(nn.Module):
     weights: W.Weights
     preprocessing: dict[str, Any]
 
+    preprocessing_from: str | None = None  # the weights whose preprocessing a randomised trunk kept
+
     @property
     def weights_sha256(self) -> str | None:
         return self.weights.sha256
 
+    def take_random_weights(self, random: EcosystemTrunk) -> None:
+        """Hold ``random``'s weights (the same trunk built with ``weights: null``) instead of the pretrained
+        ones, keeping this trunk's preprocessing: a random control on the same inputs."""
+        if type(random) is not type(self) or random.weights.kind != "random":
+            raise TypeError(f"take_random_weights: {type(random).__name__} with {random.weights.kind} weights")
+        self.load_state_dict(random.state_dict())
+        self.preprocessing_from = self.weights.spec
+        self.weights = random.weights
+
     def describe(self) -> dict[str, Any]:
         """results.json's ``trunk`` entry."""
         return {"library": self.library, "arch": self.arch, "weights": self.weights.spec,
-                "weights_name": self.weights.name, "weights_file": self.weights.path, "sha256": self.weights.sha256}
+                "weights_name": self.weights.name, "weights_file": self.weights.path, "sha256": self.weights.sha256,
+                **({"random_init": True, "preprocessing_from": self.preprocessing_from}
+                   if self.preprocessing_from is not None else {})}
 
 
 def describe_trunk(trunk: nn.Module) -> dict[str, Any]:
