@@ -11,6 +11,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Small settings for runs that only need to exercise the machinery (seconds, not minutes).
+# Groups chosen through a package in the defaults list: the key a command line uses for them (the default
+# experiment's target is text, so an augment choice goes to its image source).
+PACKAGED = {"adapter": "adapter@target_adapter", "augment": "augment@source.augment"}
+
+
+def choice_overrides() -> list[str]:
+    """``<key>=<choice>`` for every config file of every group but hydra's (composed by Hydra itself)."""
+    from xfer.argv import config_groups
+
+    return [f"{PACKAGED.get(group, group)}={choice}" for group, choices in config_groups().items()
+            if group != "hydra" for choice in choices]
+
+
 QUICK = [
     "source_stage.max_epochs=1", "source.fraction=0.2", "trainer.max_epochs=1", "target.fraction=0.1",
     "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", "threads=1",

@@ -6,13 +6,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from conftest import choice_overrides
 from xfer.argv import CONF_DIR, check_choices, config_groups
 
 GROUPS = config_groups()
-# Groups that are chosen through a package override in the defaults list.
-PACKAGED = {"adapter": ["adapter@source_adapter", "adapter@target_adapter"],
-            "augment": ["augment@source.augment"]}  # the default target is text
-SKIP = {"hydra"}  # composed by Hydra itself on every run
 
 
 def _compose(overrides: list[str]):
@@ -21,16 +18,7 @@ def _compose(overrides: list[str]):
         return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
-def _cases():
-    for group, choices in GROUPS.items():
-        if group in SKIP:
-            continue
-        for choice in choices:
-            keys = PACKAGED.get(group, [group])
-            yield f"{keys[-1]}={choice}"
-
-
-@pytest.mark.parametrize("override", list(_cases()))
+@pytest.mark.parametrize("override", choice_overrides())
 def test_every_config_composes(override: str):
     cfg = _compose([override])
     OmegaConf.resolve(cfg.source)

@@ -23,8 +23,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import QUICK, ROOT, load_results, results_files, run_in_process, run_train
-from xfer.argv import CONF_DIR, config_groups
+from conftest import QUICK, ROOT, choice_overrides, load_results, results_files, run_in_process, run_train
+from xfer.argv import CONF_DIR
 from xfer.schema import ConfigError, validate
 
 
@@ -105,16 +105,7 @@ def reference_run(shared_home: Path) -> Path:
 
 
 # -- config validation -----------------------------------------------------------------------------
-def _choice_cases():
-    packaged = {"adapter": ["adapter@source_adapter", "adapter@target_adapter"]}
-    for group, choices in config_groups().items():
-        if group == "hydra":
-            continue
-        for c in choices:
-            yield f"{packaged.get(group, [group])[-1]}={c}"
-
-
-@pytest.mark.parametrize("override", list(_choice_cases()))
+@pytest.mark.parametrize("override", choice_overrides())
 def test_every_shipped_config_passes_validation(override: str):
     validate(_compose([override]))
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import QUICK, load_results, results_files, run_in_process, run_train
+from conftest import QUICK, RunFailed, load_results, results_files, run_in_process, run_train
 from xfer.data.spec import DataSpec
 from xfer.errors import CheckpointError, ConfigError, InputError
 from xfer.models import weights as W
@@ -424,3 +424,20 @@ def test_the_random_controls_start_from_random_weights_with_the_pretrained_prepr
     assert info["weights"] is None and info["sha256"] is None
     assert info["random_init"] is True and info["preprocessing_from"] == str(tmp_path / "r18.pth")
     assert "random_init" not in pretrained.describe() and pretrained.describe()["sha256"]
+
+
+@pytest.mark.parametrize("experiment", ["imagenet2txt", "imagenet2img"])
+def test_the_imagenet_experiments_run_with_a_weights_file_and_fail_at_once_without_one(home: Path, tmp_path: Path,
+                                                                                       hub: Path, experiment: str):
+    """For online users, their weights download; here a file stands in for them (what an offline user does)."""
+    from test_images import write_folder
+
+    extra = [f"target.reader.path={write_folder(tmp_path / 'photos')}", "target.image_size=[32,32]",
+             "target.num_workers=2"] if experiment == "imagenet2img" else []
+    with pytest.raises(RunFailed, match="exit 2"):
+        run_in_process([f"experiment={experiment}", "trunk.download=false", *extra], home)
+    torch.save(_random_state(), tmp_path / "r18.pth")
+    out = run_in_process([f"experiment={experiment}", f"trunk.weights={tmp_path / 'r18.pth'}", "trunk.input_size=[32,32]",
+                          "debug=fast", *extra, *SMALL[1:]], home)
+    assert out["status"] == "ok" and out["source"] is None and out["trunk"]["arch"] == "resnet18"
+    assert out["trunk"]["sha256"] == hashlib.sha256((tmp_path / "r18.pth").read_bytes()).hexdigest()

@@ -30,9 +30,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
 
     freezing = build.freezing(cfg.strategy, results.freezing_name(cfg))
-    target_dm = build.datamodule(cfg.target, cfg.seed)
-    trunk, rng = seeded_trunk(cfg)  # the target stage's trunk: built once, checked before anything trains
+    # the target stage's trunk: built once, checked before anything loads or trains (a weights file that
+    # cannot be had fails here, before the data is read)
+    trunk, rng = seeded_trunk(cfg)
     freezing.validate(len(trunk.blocks))
+    target_dm = build.datamodule(cfg.target, cfg.seed)
     with torch.random.fork_rng(devices=[]):  # the target adapter fits the target data: checked before anything trains
         build.adapter_and_head(target_dm.spec, trunk, cfg.target_adapter, cfg.head)
     # resume= / ckpt_path=: the earlier run's checkpoint, checked and copied into this run's folder
