@@ -219,3 +219,19 @@ def test_a_bad_augment_or_in_memory_setting_is_one_line(override, message):
                                           "augment@target.augment=randaugment", override])
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+def test_a_class_index_the_data_set_lacks_is_named_on_its_side(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from xfer import build
+    from xfer.argv import CONF_DIR
+
+    root = write_folder(tmp_path)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose("train", overrides=["experiment=img2img", "target=image_folder", f"target.reader.path={root}"])
+    with pytest.raises(DataError, match=r"^target\.classes has \[5, 6, 7, 8, 9\], but data set 'image_folder' has 3 "
+                                        r"classes; allowed: label indices 0\.\.2$"):
+        build.datamodule(cfg.target, 0)

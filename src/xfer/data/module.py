@@ -86,7 +86,7 @@ class SplitDataModule(pl.LightningDataModule):
                             f"_target_: <a reader function> and _partial_: true")
         self.group_column = group_column
         if group_column is not None and not readers.takes(self.reader, "group_column"):
-            raise DataError(f"{name}.group_column={group_column!r}: reader '{readers.label(self.reader)}' has no "
+            raise DataError(f"source.group_column={group_column!r} (data set '{name}'): reader '{readers.label(self.reader)}' has no "
                             f"group ids; allowed: null, or a reader that reads columns "
                             f"({', '.join(readers.with_groups())})")
         self.classes = list(classes) if classes is not None else None
@@ -151,7 +151,8 @@ class SplitDataModule(pl.LightningDataModule):
         if self.classes is not None:
             bad = [c for c in self.classes if not 0 <= c < len(names)]
             if bad:
-                raise DataError(f"{self.name}.classes has {bad}; allowed: label indices 0..{len(names) - 1}")
+                raise DataError(f"source.classes has {bad}, but data set '{self.name}' has {len(names)} classes; "
+                                f"allowed: label indices 0..{len(names) - 1}")
             remap = np.full(len(names), -1)
             remap[self.classes] = np.arange(len(self.classes))
             keep = np.flatnonzero(remap[label] >= 0)
