@@ -22,7 +22,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-data.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev,optuna,hf,timm]"
+	$(PY) -m pip install --quiet -e ".[dev,optuna,hf,timm,mlflow,wandb]"
 	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@

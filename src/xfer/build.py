@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from functools import partial
 from pathlib import Path
@@ -102,12 +103,33 @@ def configured_callbacks(cfg: DictConfig, ckpt_dir: Path, logger: Any) -> list[C
     return out
 
 
+def stage_logger_args(node: DictConfig, run_dir: Path, stage: str) -> dict[str, Any]:
+    """Where a logger writes one stage of a run, inside the run folder: TensorBoard and CSV (and any logger
+    that takes ``save_dir`` and ``version``) in <run>/<name>/<stage>; MLflow a file store <run>/mlruns with a
+    run per stage (named after it); Weights & Biases <run>/wandb with a run per stage, its id unique to the
+    run folder and stage (so runs never collide when synced); a W&B run still open (the previous stage's, or
+    the previous job's in a sweep) is finished first."""
+    cls = get_object(node._target_)
+    name = getattr(cls, "__name__", "")
+    if name == "MLFlowLogger":
+        if not node.get("tracking_uri"):  # the local file store: MLflow 3 wants this opt-in for it
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        return {"save_dir": str(run_dir / "mlruns"), "run_name": stage}
+    if name == "WandbLogger":
+        import wandb
+
+        if wandb.run is not None:  # the last stage's or sweep job's run: a new WandbLogger would log into it
+            wandb.finish()
+        return {"save_dir": str(run_dir), "version": f"{run_dir.name}-{stage}", "name": f"{run_dir.name}/{stage}"}
+    return {"save_dir": str(run_dir), "version": stage}
+
+
 def trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list[Callback],
             **overrides: Any) -> pl.Trainer:
     """The Trainer of one stage: every logger of ``cfg.logger`` (a mapping of names to ``_target_`` nodes,
     each writing under the run folder, one version per stage), the configured callbacks (checkpoints first: ``Trainer.test(ckpt_path=
     "best")`` uses the first), per-epoch reseeding and timing, then ``callbacks`` (the strategy's)."""
-    loggers = [instantiate(node, save_dir=str(run_dir), version=stage)
+    loggers = [instantiate(node, **stage_logger_args(node, run_dir, stage))
                for node in (cfg.get("logger") or {}).values() if node is not None]
     logger: Any = loggers or False
     configured = configured_callbacks(cfg, run_dir / "checkpoints" / stage, logger)

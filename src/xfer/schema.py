@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.util
 import inspect
 import math
 import types
@@ -253,8 +254,11 @@ PART_RULES: dict[str, Rule] = {
 # A part's settings with a fixed list of values (trunk.pool, strategy.bn_policy) are not listed here: the
 # constructor annotates them with a Literal alias of the module that owns the list, and the rule is read
 # from that annotation (_rule_from_default).
+# Loggers of optional extras, by class name: the module they need and the extra that installs it.
+NEEDS_PACKAGE = {"MLFlowLogger": ("mlflow", "mlflow"), "WandbLogger": ("wandb", "wandb")}
 # Arguments the code supplies when it builds a part; never config keys.
-INJECTED = {"self", "spec", "out_channels", "in_features", "num_classes", "dirpath", "save_dir", "version", "preprocessing"}
+INJECTED = {"self", "spec", "out_channels", "in_features", "num_classes", "dirpath", "save_dir", "version", "run_name",
+            "preprocessing"}
 PARTS = ("trunk", "source_adapter", "target_adapter", "head", "strategy")
 DATASETS = ("source", "target")
 GROUPS = (*DATASETS, *PARTS, "optim", "trainer", "logger", "callbacks", "paths")
@@ -486,6 +490,10 @@ def _check_named_parts(node: Any, group: str, rules: Mapping[str, Rule]) -> None
     for name in _keys(node):
         if node[name] is None:
             continue
+        needs = NEEDS_PACKAGE.get(str(node[name].get("_target_", "")).rsplit(".", 1)[-1])
+        if needs is not None and importlib.util.find_spec(needs[0]) is None:
+            raise ConfigError(f"{group}.{name} ({node[name]._target_}) needs the {needs[0]} package, which is not "
+                              f"installed; install it with: pip install 'xfer[{needs[1]}]', or choose another {group}")
         _check_part(node[name], f"{group}.{name}")
         for k, rule in rules.items():
             if k in node[name]:
