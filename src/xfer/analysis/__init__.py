@@ -1,0 +1,1 @@
+"""Diagnostics: transferability scores at each cut depth, representation similarity (CKA), weight drift."""
