@@ -16,6 +16,7 @@ import pytest
 from xfer.report import ReportError, collect, summarize, write_summary
 from xfer.report import stats
 from xfer.report.plots import runs_by_size
+from xfer.report.summary import transfer_gain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run(folder: Path, name: str, seed: int, acc: float, fraction: float = 1.0, *, val: float | None = None,
          split_seed: int | None = None, experiment: str | None = None, started: float = 0.0,
          preds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, test_ids: str | None = None,
-         tag: str = "", f1: float | None = None, **settings) -> Path:
+         tag: str = "", f1: float | None = None, n_train: int | None = None, **settings) -> Path:
     """One ok run's folder with results.json (and predictions.npz from (index, label, pred))."""
     extra = "_".join(f"{k}{v}" for k, v in settings.items())
     run_dir = folder / f"{experiment or 'x'}_{name}_{extra}_f{fraction}_s{seed}_ss{split_seed}{tag}"
@@ -35,6 +36,8 @@ def _run(folder: Path, name: str, seed: int, acc: float, fraction: float = 1.0, 
     }
     if f1 is not None:
         results["target"]["test"]["test/f1"] = f1
+    if n_train is not None:
+        results["target"]["sizes"] = {"train": n_train, "val": 100, "test": 400}
     if split_seed is not None:
         results["split_seed"] = split_seed
     if experiment is not None:
@@ -663,3 +666,78 @@ def test_the_sweep_callback_takes_alpha_and_metric_from_its_config(tmp_path: Pat
     SummarizeSweep(metric="test/f1", alpha=0.01).on_multirun_end(config)
     assert "no difference from scratch is significant" in capsys.readouterr().out
     assert "Metric: target test/f1" in (tmp_path / "summary.md").read_text()
+
+
+# -- when transfer pays ------------------------------------------------------------------------------
+N_TRAIN = {0.1: [44, 50, 52, 95], 0.5: [240, 250, 260, 500], 1.0: [480, 500, 520, 999]}  # medians 51, 255, 510
+
+
+def _gain_sweep(folder: Path, fractions=(0.1, 0.5, 1.0), n_train: bool = True) -> None:
+    """linear_probe 6 points below scratch at the smallest size and 4 above at the largest; finetune
+    within noise of scratch everywhere (its CI crosses zero). Seeds are paired: a good seed helps all."""
+    lift = {"linear_probe": {0.1: -0.06, 0.5: 0.0, 1.0: 0.04}, "finetune": {0.1: 0.0, 0.5: 0.0, 1.0: 0.0}}
+    wobble = {"scratch": [0.0, 0.0, 0.0, 0.0], "linear_probe": [0.004, -0.003, 0.003, -0.004],
+              "finetune": [0.02, -0.015, 0.015, -0.02]}
+    for fraction in fractions:
+        for seed in range(4):
+            base = 0.5 + 0.2 * fraction + 0.01 * seed
+            for name in ("scratch", "linear_probe", "finetune"):
+                acc = base + lift.get(name, {}).get(fraction, 0.0) + wobble[name][seed]
+                _run(folder, name, seed, acc, fraction, n_train=N_TRAIN[fraction][seed] if n_train else None)
+
+
+def test_transfer_gain_plots_the_difference_against_the_median_n_train(tmp_path: Path):
+    _gain_sweep(tmp_path)
+    s = write_summary(tmp_path, bootstrap=0)
+    gain = transfer_gain(s)
+    assert set(gain) == {"linear_probe", "finetune"}  # the reference is the zero line, not a curve
+    assert [n for n, _ in gain["linear_probe"]] == [51.0, 255.0, 510.0]  # medians, not means (60.25, ...)
+    assert [c.data for _, c in gain["linear_probe"]] == [0.1, 0.5, 1.0]
+    assert all(c.reference.strategy == "scratch" for pts in gain.values() for _, c in pts)
+    assert [c.diff.mean for _, c in gain["linear_probe"]] == pytest.approx([-0.06, 0.0, 0.04], abs=1e-9)
+    assert (tmp_path / "transfer_gain.png").stat().st_size > 1000
+    assert "![difference from scratch against labelled target examples](transfer_gain.png)" in \
+        (tmp_path / "summary.md").read_text()
+
+
+def test_negative_transfer_is_named_in_plain_words_with_holm_verdict(tmp_path: Path):
+    _gain_sweep(tmp_path)
+    s = write_summary(tmp_path, bootstrap=0, plots=False)
+    cmp = {(c.group.strategy, c.data): c for c in s.comparisons}
+    hurt, crossing = cmp[("linear_probe", 0.1)], cmp[("finetune", 0.1)]
+    assert hurt.diff.ci_high < 0 and crossing.diff.ci_low < 0 < crossing.diff.ci_high  # the setup holds
+    assert cmp[("linear_probe", 1.0)].diff.ci_low > 0
+    md = (tmp_path / "summary.md").read_text()
+    lines = [line for line in md.splitlines() if "negative transfer:" in line]
+    assert lines == [f"- negative transfer: linear_probe is worse than scratch at data=0.1 (n_train=51): -6.00 "
+                     f"accuracy points {_interval_text(hurt)} (95% t-CI, uncorrected); it also survives Holm's "
+                     f"correction (Holm p = {hurt.p_holm:.3g} < 0.05, m=6)."]
+    assert hurt.significant
+    # at a strict alpha the same CI stands but Holm does not: the line says so
+    strict = write_summary(tmp_path, bootstrap=0, plots=False, alpha=hurt.p_holm / 2)
+    [line] = [ln for ln in (tmp_path / "summary.md").read_text().splitlines() if "negative transfer:" in ln]
+    assert not _by_label_at(strict, "linear_probe", 0.1).significant
+    assert "it does not survive Holm's correction" in line and "not a finding" in line
+
+
+def test_no_negative_line_and_no_gain_plot_for_a_single_size_or_without_n_train(tmp_path: Path):
+    one, bare = tmp_path / "one", tmp_path / "bare"
+    _gain_sweep(one, fractions=(1.0,))
+    s = write_summary(one, bootstrap=0)
+    assert s.comparisons and transfer_gain(s) == {}
+    assert not (one / "transfer_gain.png").exists() and (one / "difference_from_reference.png").exists()
+    md = (one / "summary.md").read_text()
+    assert "negative transfer" not in md and "transfer_gain.png" not in md  # linear_probe is ahead at 1.0
+    _gain_sweep(bare, n_train=False)  # runs from before target.sizes was recorded: no x to draw against
+    s = write_summary(bare, bootstrap=0)
+    assert transfer_gain(s) == {} and not (bare / "transfer_gain.png").exists()
+    assert "at data=0.1: -6.00 accuracy points" in (bare / "summary.md").read_text()  # the line, without n_train
+
+
+def _interval_text(c) -> str:
+    return f"[{100 * c.diff.ci_low:+.2f}, {100 * c.diff.ci_high:+.2f}]"
+
+
+def _by_label_at(s, label: str, data) -> object:
+    [c] = [c for c in s.comparisons if c.group.strategy == label and c.data == data]
+    return c

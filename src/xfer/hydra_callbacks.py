@@ -66,5 +66,9 @@ class SummarizeSweep(Callback):
             if c.significant:
                 print(f"  significant (Holm, m={s.m}): {c.group.strategy} vs {c.reference.strategy} at data={c.data}: "
                       f"{100 * c.diff.mean:+.2f} points, Holm p={c.p_holm:.3g}, n={c.n}")
+        from xfer.report.render import negative_transfer
+
+        for line in negative_transfer(s):
+            print(f"  {line}")
         if s.comparisons and not any(c.significant for c in s.comparisons):
             print(f"  no difference from {self.reference} is significant after Holm's correction (m={s.m})")

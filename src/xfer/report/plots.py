@@ -1,6 +1,7 @@
 """PNG figures of a sweep summary: each group's test accuracy with its CI and seeds, each group's paired
-difference from the reference, accuracy against data size, the layer-transfer curve, and learning
-curves read back from the runs' TensorBoard events (one panel per data size)."""
+difference from the reference, accuracy against data size, the difference from the reference against the
+number of labelled target examples (when transfer pays), the layer-transfer curve, and learning curves
+read back from the runs' TensorBoard events (one panel per data size)."""
 from __future__ import annotations
 
 import re
@@ -12,11 +13,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xfer.report.collect import DIR  # noqa: E402
 from xfer.report.settings import METRICS  # noqa: E402
-from xfer.report.summary import Group, Summary  # noqa: E402
+from xfer.report.summary import Group, Summary, transfer_gain  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -104,6 +106,38 @@ def plot_differences(s: Summary, folder: Path) -> Path | None:
     fig.suptitle(f"Paired difference from the reference (95% t-CI, grey: bootstrap; red: Holm p < {s.alpha:g}, "
                  f"m={s.m})", fontsize=10, y=1.02)
     path = folder / "difference_from_reference.png"
+    _save(fig, path)
+    return path
+
+
+def plot_transfer_gain(s: Summary, folder: Path) -> Path | None:
+    """Each strategy's paired difference from the reference (points, 95% t-CI) against the labelled target
+    examples on a log axis: where a line sits below 0 transfer hurts, where it crosses 0 it starts to pay.
+    Only for sweeps over data size (summary.transfer_gain gives the points)."""
+    curves = transfer_gain(s)
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, pts in sorted(curves.items()):
+        x = [n for n, _ in pts]
+        y = [100 * c.diff.mean for _, c in pts]
+        err = [[0.0, 0.0] if c.diff.ci_low is None else [m - 100 * c.diff.ci_low, 100 * c.diff.ci_high - m]
+               for m, (_, c) in zip(y, pts)]
+        ax.errorbar(x, y, yerr=np.array(err).T, marker="o", capsize=3, label=label)
+        for n, m, (_, c) in zip(x, y, pts):
+            if c.diff.ci_low is None:  # one unit or no spread: no interval to draw, say so
+                ax.annotate(f"n={c.n}, no CI", (n, m), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ticks = sorted({n for pts in curves.values() for n, _ in pts})  # the sizes run, as plain counts
+    ax.set_xticks(ticks, [f"{n:g}" for n in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("labelled target examples (log scale)")
+    ax.set_ylabel(f"difference ({s.score} points)")
+    refs = ", ".join(sorted({c.reference.strategy for pts in curves.values() for _, c in pts}))
+    ax.set_title(f"difference from {refs}, paired seeds, 95% CI", fontsize=10)
+    ax.legend(fontsize=8)
+    path = folder / "transfer_gain.png"
     _save(fig, path)
     return path
 
@@ -218,6 +252,6 @@ def plot_learning_curves(s: Summary, folder: Path, tag: str = "val/acc") -> Path
 
 
 def write_plots(s: Summary, folder: Path) -> list[Path]:
-    made = [plot_by_strategy(s, folder), plot_differences(s, folder), plot_by_fraction(s, folder),
-            plot_layer_transfer(s, folder), plot_learning_curves(s, folder)]
+    made = [plot_by_strategy(s, folder), plot_differences(s, folder), plot_transfer_gain(s, folder),
+            plot_by_fraction(s, folder), plot_layer_transfer(s, folder), plot_learning_curves(s, folder)]
     return [p for p in made if p is not None]

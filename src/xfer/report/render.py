@@ -9,7 +9,7 @@ from typing import Any
 
 from xfer.report.collect import DIR
 from xfer.report.settings import METRICS
-from xfer.report.summary import Comparison, Summary, fmt_unit
+from xfer.report.summary import Comparison, Summary, fmt_unit, n_train, transfer_comparisons, transfer_gain
 
 
 def _pct(x: float | None) -> str:
@@ -59,7 +59,8 @@ def _reference_name(s: Summary) -> str:
     return ", ".join(found) if found else f"{s.reference}, not found"
 
 
-def to_markdown(s: Summary) -> str:
+def to_markdown(s: Summary, plots: bool = True) -> str:
+    """summary.md; ``plots``: whether the figures are written beside it (the transfer-gain plot is linked)."""
     lines = [f"# Sweep summary: {', '.join(map(str, s.folders))}", "", protocol(s), "",
              f"Metric: target {s.metric} (%), mean over units; val: the best checkpoint's validation accuracy (%); "
              "95% CI from Student's t.", "",
@@ -98,6 +99,12 @@ def to_markdown(s: Summary) -> str:
                          f"| {_interval(c.diff.ci_low, c.diff.ci_high)} | {boot} | {_p(c.p)}{_test_tag(c)} | "
                          f"{_p(c.p_holm)} | {'yes' if c.significant else 'no'} | {d_z} | "
                          f"{_seeds(c.seeds_1pt)} / {_seeds(c.seeds_2pt)} |")
+        negative = negative_transfer(s)
+        if negative:
+            lines += [""] + [f"- {n}" for n in negative]
+        if plots and transfer_gain(s):
+            lines += ["", f"![difference from {_reference_name(s)} against labelled target examples]"
+                          "(transfer_gain.png)"]
     notes = _notes(s)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -110,6 +117,29 @@ def to_markdown(s: Summary) -> str:
     if s.incomplete:
         lines += ["", "## Incomplete jobs (no results.json yet)", ""] + [f"- {p}" for p in s.incomplete]
     return "\n".join(lines) + "\n"
+
+
+def _count(n: float) -> str:
+    return str(int(n)) if float(n).is_integer() else f"{n:g}"
+
+
+def negative_transfer(s: Summary) -> list[str]:
+    """One plain line per comparison whose whole 95% t-CI is below zero: transfer that hurts. The CI is not
+    corrected for multiplicity, so each line says whether Holm's correction lets the claim stand too."""
+    out = []
+    for c in transfer_comparisons(s):
+        if c.diff.ci_high is None or not c.diff.ci_high < 0:
+            continue
+        n = n_train(s, c.data)
+        where = f"data={c.data}" + ("" if n is None else f" (n_train={_count(n)})")
+        holm = (f"it also survives Holm's correction (Holm p = {_p(c.p_holm)} < {s.alpha:g}, m={s.m})"
+                if c.significant else
+                f"it does not survive Holm's correction (Holm p = {_p(c.p_holm)}, not < {s.alpha:g}, m={s.m}): "
+                "a lead to rerun with more seeds, not a finding")
+        out.append(f"negative transfer: {c.group.strategy} is worse than {c.reference.strategy} at {where}: "
+                   f"{_pts(c.diff.mean)} {s.score} points {_interval(c.diff.ci_low, c.diff.ci_high)} (95% t-CI, "
+                   f"uncorrected); {holm}.")
+    return out
 
 
 def _notes(s: Summary) -> list[str]:

@@ -154,6 +154,37 @@ def fmt_unit(u: Unit) -> str:
     return f"seed {u[0]}" if u[1] == 0 else f"seed {u[0]} split {u[1]}"
 
 
+def n_train(s: Summary, size: Any) -> float | None:
+    """Median labelled target training examples (target.sizes.train) over the runs at one data size: a
+    fraction means a different count on every dataset, the count is what transfer is judged against."""
+    counts = [((r.get("target") or {}).get("sizes") or {}).get("train") for g in s.groups if g.data == size
+              for r in g.runs.values()]
+    counts = [n for n in counts if isinstance(n, (int, float)) and not isinstance(n, bool)]
+    return float(np.median(counts)) if counts else None
+
+
+def transfer_comparisons(s: Summary) -> list[Comparison]:
+    """The comparisons that say whether transfer pays: each group against its size's reference, from the
+    same experiment (not a planned contrast, not another experiment's baseline)."""
+    return [c for c in s.comparisons if not c.contrast and c.reference is s.references.get(c.data)
+            and not (c.group.experiment and c.reference.experiment and c.group.experiment != c.reference.experiment)]
+
+
+def transfer_gain(s: Summary) -> dict[str, list[tuple[float, Comparison]]]:
+    """label -> (n_train, its comparison) by n_train, for the transfer-gain plot; empty with one data size,
+    no comparisons, or fewer than two sizes that record target.sizes.train (nothing to draw a curve over)."""
+    if len(s.sizes) < 2:
+        return {}
+    x = {size: n_train(s, size) for size in s.sizes}
+    out: dict[str, list[tuple[float, Comparison]]] = {}
+    for c in transfer_comparisons(s):
+        if x[c.data] is not None:
+            out.setdefault(c.group.strategy, []).append((x[c.data], c))
+    if len({n for pts in out.values() for n, _ in pts}) < 2:
+        return {}
+    return {label: sorted(pts, key=lambda p: p[0]) for label, pts in out.items()}
+
+
 def _group_runs(ok: list[dict[str, Any]], failed: list[dict[str, Any]], keep_newest: bool, metric: str
                 ) -> tuple[dict[tuple[str, Any], Group], list[tuple[str, str]]]:
     labels = run_labels(ok, failed)

@@ -21,7 +21,7 @@ def write_summary(folders: Folders, plots: bool = True, reference: str = DEFAULT
     out = as_folders(folders)[0]
     s = summarize(folders, reference=reference, keep_newest=keep_newest, bootstrap=bootstrap, contrasts=contrasts,
                   alpha=alpha, metric=metric)
-    atomic_write_bytes(out / "summary.md", to_markdown(s).encode())
+    atomic_write_bytes(out / "summary.md", to_markdown(s, plots=plots).encode())
     atomic_write_bytes(out / "summary.csv", to_csv(s).encode())
     atomic_write_bytes(out / "comparisons.csv", comparisons_csv(s).encode())
     if plots and s.groups:
