@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 PACKAGE = ROOT / "src" / "xfer"
@@ -110,3 +112,23 @@ def test_train_py_is_thin_and_importing_it_starts_nothing(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]" and proc.stderr == ""
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("entry, heavy", [("analyze", "xfer.analysis.transfer")])
+def test_analyze_py_is_thin_and_importing_it_starts_nothing(entry: str, heavy: str):
+    lines = [line for line in (ROOT / f"{entry}.py").read_text().splitlines() if line.strip()]
+    assert len(lines) < 15
+    proc = subprocess.run([sys.executable, "-c", f"import {entry}, sys; print(sorted(m for m in sys.modules if m in "
+                           f"('torch', 'pytorch_lightning', '{heavy}')))"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_nothing_outside_analysis_imports_it():
+    """The diagnostics read runs, checkpoints and the cache; no stage, model or report depends on them."""
+    graph = import_graph()
+    assert "xfer.analysis.scores" in graph["xfer.analysis.transfer"]
+    users = {m for m, deps in graph.items() if not m.startswith("xfer.analysis")
+             for d in deps if d.startswith("xfer.analysis")}
+    assert not users, users

@@ -28,7 +28,7 @@ from xfer.schema import show
 log = logging.getLogger(__name__)
 
 # Keys that may differ between a run and its resumption: where things go and how they are shown.
-RESUME_FREE = ("paths", "resume", "ckpt_path", "threads", "objective", "eval_test", "hydra",
+RESUME_FREE = ("paths", "analysis", "resume", "ckpt_path", "threads", "objective", "eval_test", "hydra",
                "trainer.enable_progress_bar", "trainer.enable_model_summary")
 TARGET_CKPT = Path("checkpoints") / "target"
 

@@ -173,6 +173,10 @@ OPTIM: dict[str, Rule] = {
     "fused": choice("auto", True, False),
 }
 SOURCE_STAGE: dict[str, Any] = {"enabled": BOOL, "max_epochs": integer(1), "optim": OPTIM}
+ANALYSIS_TRANSFER: dict[str, Rule] = {"max_train": integer(10), "max_val": integer(1), "warmup_steps": integer(0),
+                                      "knn_k": integer(1), "probe_weight_decay": number(ge=0),
+                                      "batch_size": integer(1)}
+ANALYSIS: dict[str, Any] = {"transfer": ANALYSIS_TRANSFER}
 TOP: dict[str, Any] = {
     "name": STRING,
     "seed": SEED,
@@ -184,6 +188,7 @@ TOP: dict[str, Any] = {
     "trunk_cache_wait_s": number(gt=0),
     "random_trunk": BOOL,
     "source_stage": SOURCE_STAGE,
+    "analysis": ANALYSIS,
 }
 _RATIO = either(integer(0), number(ge=0, le=1))
 TRAINER: dict[str, Rule] = {
@@ -311,7 +316,8 @@ def allowed_keys(dotted: str) -> list[str] | None:
     if dotted == "trainer":
         return trainer_keys()
     tables: dict[str, Any] = {"": [*TOP, *GROUPS], "optim": OPTIM, "paths": PATHS,
-                              "source_stage": SOURCE_STAGE, "source_stage.optim": OPTIM}
+                              "source_stage": SOURCE_STAGE, "source_stage.optim": OPTIM,
+                              "analysis": ANALYSIS, "analysis.transfer": ANALYSIS_TRANSFER}
     if dotted in tables:
         return list(tables[dotted])
     parent, _, name = dotted.partition(".")
