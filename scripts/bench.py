@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("lightning", "data", "images", "e2e", "sweep")
+SECTIONS = ("lightning", "data", "images", "diagnostics", "e2e", "sweep")
 SWEEP_STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
 # The sweep section trains shorter than the recipe: its question is the launcher, not accuracy.
 SWEEP_SHORT = ["trainer.max_epochs=2", "source_stage.max_epochs=1"]
@@ -258,6 +258,34 @@ def bench_images(args, out: dict[str, Any]) -> None:
 
 
 # -- 4-6: as a user runs it, in child processes ----------------------------------------------------
+def bench_diagnostics(args, out: dict[str, Any]) -> None:
+    """``analyze.py transfer``'s work (both trunks' warm-up, features at every depth, every score) against one
+    target training epoch (fit with validation), on img2txt's full target data, side by side; data setup is
+    left out of both."""
+    from omegaconf import OmegaConf
+
+    from xfer import build
+    from xfer.analysis.transfer import transfer_scores
+
+    overrides = ["experiment=img2txt", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+    if args.quick:
+        overrides += ["target.fraction=0.2"]
+    cfg = compose(overrides)
+    dm = build.datamodule(cfg.target, cfg.seed)
+    epochs, diagnostics = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(1 if args.quick else 2):  # interleaved: the machine's noise hits both alike
+            epochs.append(lightning_fit(cfg, dm, Path(tmp) / f"fit{rep}")["wall_s"])
+            start = time.perf_counter()
+            transfer_scores(OmegaConf.merge(cfg, {"paths": {"output_dir": tmp}}), None, target=dm)
+            diagnostics.append(time.perf_counter() - start)
+    epoch, diag = statistics.median(epochs), statistics.median(diagnostics)
+    out["diagnostics"] = {"command": "python analyze.py transfer experiment=img2txt", "epoch_s": epochs,
+                          "transfer_s": diagnostics, "ratio": diag / epoch, "goal": 1.0,
+                          "train_examples": len(dm.datasets["train"])}
+    print(f"  analyze.py transfer {diag:.1f} s vs one target epoch {epoch:.1f} s = {diag / epoch:.2f}x", flush=True)
+
+
 def run_cli(args: list[str], home: Path) -> dict[str, Any]:
     """Run train.py in a child process; wall time, CPU time, peak memory of its process tree."""
     from xfer.perf import PeakRSS
@@ -399,6 +427,11 @@ def table(out: dict[str, Any]) -> str:
             rows.append(f"| image_folder, {im['files']} JPEGs {im['file_size']}px -> {im['image_size']}px, {name}:"
                         f" train loader | {c['images_per_s']:.0f} images/s = {c['images_per_s'] / base:.2f}x lazy with"
                         f" 0 workers; setup {c['setup_s']:.1f} s | | |")
+    if "diagnostics" in out:
+        d = out["diagnostics"]
+        rows.append(f"| `{d['command']}` (its work, data setup excluded) / one target epoch with validation "
+                    f"({d['train_examples']} examples; epochs {', '.join(f'{x:.1f}' for x in d['epoch_s'])} s) |"
+                    f" {d['ratio']:.2f} | <= 1.00 | {_ok(d['ratio'], 1.0, False)} |")
     if "e2e" in out:
         e = out["e2e"]
         rows.append(f"| `{e['command']}`, cold (trains the source trunk) | {e['cold_s']:.1f} s; first step after"
@@ -451,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     out: dict[str, Any] = {"machine": machine(), "quick": args.quick}
-    for name, fn in (("lightning", bench_lightning), ("data", bench_data), ("images", bench_images), ("e2e", bench_e2e),
+    for name, fn in (("lightning", bench_lightning), ("data", bench_data), ("images", bench_images),
+                     ("diagnostics", bench_diagnostics), ("e2e", bench_e2e),
                      ("sweep", bench_sweep)):
         if name in chosen:
             print(f"[{name}]", flush=True)

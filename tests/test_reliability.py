@@ -142,7 +142,7 @@ def test_every_shipped_config_passes_validation(override: str):
     ("+trainer.max_epoch=3", "trainer.max_epoch is not a known key (did you mean trainer.max_epochs?)"),
     ("+strategy.kk=1", "strategy.kk is not a known key; allowed: bn_policy"),
     ("+head.widht=1", "head.widht is not a known key; allowed: dropout"),
-    ("+lr=1", "lr is not a known key; allowed: callbacks, ckpt_path,"),
+    ("+lr=1", "lr is not a known key; allowed: analysis, callbacks, ckpt_path,"),
     ("+callbacks.checkpoint.every=1",
      "callbacks.checkpoint.every is not a known key; allowed: mode, monitor, save_last"),
 ])

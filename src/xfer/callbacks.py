@@ -115,3 +115,56 @@ def stage_timing(trainer: pl.Trainer) -> dict[str, Any]:
     worker processes train copies of the callbacks)."""
     timer = next((c for c in trainer.callbacks if isinstance(c, StageTimer)), None)
     return {} if timer is None or timer.steps == 0 else timer.summary()
+
+
+class WeightDrift(Callback):
+    """How far each trunk block moved: ``|w - w0| / |w0|`` over the block's parameters, w0 the weights the
+    stage starts from (pretrained, source-trained or re-initialised; taken when the callback is built, before
+    any checkpoint is loaded, so a resumed run measures from the same w0), after every training epoch. Logged
+    as ``drift/block<i>`` and kept per epoch for results.json; the history is part of the checkpoint, so a
+    resumed run keeps the epochs before it."""
+
+    def __init__(self, trunk: Any) -> None:
+        import torch
+
+        self.blocks = [list(block.parameters()) for block in trunk.blocks]
+        self.start = [[p.detach().clone() for p in params] for params in self.blocks]
+        self.start_norm = [float(torch.sqrt(sum((w.double() ** 2).sum() for w in ws))) if ws else 0.0
+                           for ws in self.start]
+        self.names = [f"{i}:{type(block).__name__}" for i, block in enumerate(trunk.blocks)]
+        self.history: list[dict[str, Any]] = []
+
+    def drift(self) -> list[float | None]:
+        import torch
+
+        out: list[float | None] = []
+        with torch.no_grad():
+            for params, start, norm in zip(self.blocks, self.start, self.start_norm):
+                if norm <= 0.0:
+                    out.append(None)  # no parameters, or all zero at the start: no relative distance
+                    continue
+                moved = sum(((p.detach().double() - w.to(p.device).double()) ** 2).sum() for p, w in zip(params, start))
+                out.append(float(torch.sqrt(moved)) / norm)
+        return out
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        values = self.drift()
+        self.history.append({"epoch": trainer.current_epoch, "drift": values})
+        logged = {f"drift/block{i}": v for i, v in enumerate(values) if v is not None}
+        if logged and trainer.loggers:
+            for logger in trainer.loggers:
+                logger.log_metrics(logged, step=trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # a resume starts with no history and takes the checkpoint's; testing the best checkpoint after fit
+        # loads an earlier epoch's state, which must not cut the history short
+        saved = list(state_dict.get("history", []))
+        if len(saved) > len(self.history):
+            self.history = saved
+
+    def summary(self) -> dict[str, Any]:
+        return {"blocks": self.names, "from": "the weights the target stage started from",
+                "per_epoch": self.history}

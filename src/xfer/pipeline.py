@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xfer import build, predictions, results
+from xfer.callbacks import WeightDrift
 from xfer.freezing.groups import count_trained
 from xfer.models.ecosystem import describe_trunk
 from xfer.resume import find_resume
@@ -47,7 +48,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module, dm, parts = build_target(cfg, freezing, target_dm, None if source is None else source.state, (trunk, rng))
     if resume is not None:
         resume.check_fits(module)
-    target, trainer = fit_and_test(cfg, module, dm, run_dir, "target", build.freezing_callbacks(freezing, parts.optim),
+    # how far each trunk block moves from the weights the stage starts from (taken now, before a resume loads)
+    drift = WeightDrift(module.trunk) if OmegaConf.select(cfg, "analysis.drift", default=True) else None
+    target, trainer = fit_and_test(cfg, module, dm, run_dir, "target",
+                                   [*build.freezing_callbacks(freezing, parts.optim), *([drift] if drift else [])],
                                    ckpt_path=None if resume is None else str(resume.ckpt_path))
     # per-example predictions for the summary's paired statistics (rank 0 alone writes files)
     preds = None if trainer.fast_dev_run or global_rank() != 0 else best_predictions(cfg, module, target_dm, trainer)
@@ -60,6 +64,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "dataset": cfg.target.name, "test": target.test, "best_val": best_val, "best_val_from": best_val_from,
             "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),
             "dropped": target_dm.dropped, "groups": target_dm.group_counts,
+            "drift": drift.summary() if drift is not None and drift.history else None,
             "test_ids": target_dm.fingerprint("test"),
             "predictions_acc": None if preds is None or "test_pred" not in preds else predictions.accuracy(preds, "test"),
             "class_names": list(target_dm.spec.class_names), "confusion_matrix": module.test_confusion,

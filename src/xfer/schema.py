@@ -176,7 +176,7 @@ SOURCE_STAGE: dict[str, Any] = {"enabled": BOOL, "max_epochs": integer(1), "opti
 ANALYSIS_TRANSFER: dict[str, Rule] = {"max_train": integer(10), "max_val": integer(1), "warmup_steps": integer(0),
                                       "knn_k": integer(1), "probe_weight_decay": number(ge=0),
                                       "batch_size": integer(1)}
-ANALYSIS: dict[str, Any] = {"transfer": ANALYSIS_TRANSFER}
+ANALYSIS: dict[str, Any] = {"drift": BOOL, "transfer": ANALYSIS_TRANSFER}
 TOP: dict[str, Any] = {
     "name": STRING,
     "seed": SEED,
