@@ -87,6 +87,8 @@ def test_run_folder_mode_uses_the_runs_source_trunk_and_keeps_the_run(home: Path
     (["transfer", "run=.", "seed=1"], "with run= the run's own config is used"),
     (["transfer", "analysis.transfer.knn_k=0"], "analysis.transfer.knn_k=0"),
     (["transfer", "strategy=bogus"], "strategy=bogus"),
+    (["transfer", "multirun=/nonexistent/sweep"], "multirun=/nonexistent/sweep: not a folder"),
+    (["transfer", "multirun=.", "seed=1"], "with multirun= each run's own config is used"),
 ])
 def test_bad_input_is_one_line_exit_2(home: Path, args: list[str], words: str):
     proc = analyze(args, home)
@@ -106,3 +108,19 @@ def test_a_run_folder_it_cannot_use_is_one_line(home: Path):
     proc = analyze(["transfer", f"run={empty}"], home)
     assert proc.returncode == 2 and "its status is 'failed'" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_layer_sweep_ends_with_the_scores_ranked_against_its_accuracies(home: Path):
+    env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "experiment=img2img", "sweep=layers",
+                           "strategy=freeze_first_k", "strategy.k=1,2,4", "seed=0,1", *FAST_SOURCE,
+                           "trainer.max_epochs=2", "trainer.enable_progress_bar=false"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (home / "logs" / "img2img" / "multiruns").iterdir()
+    assert sorted(p.name for p in (sweep / "transfer").iterdir()) == ["seed0", "seed1"]
+    md = (sweep / "summary.md").read_text()
+    section = md[md.index("## Transferability scores against what the sweep measured"):]
+    assert "### freeze_first_k" in section and "| Kendall tau with test acc" in section
+    assert [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")][1:4] == ["1", "2", "4"]

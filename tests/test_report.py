@@ -741,3 +741,51 @@ def _interval_text(c) -> str:
 def _by_label_at(s, label: str, data) -> object:
     [c] = [c for c in s.comparisons if c.group.strategy == label and c.data == data]
     return c
+
+
+# -- transferability scores against the sweep ---------------------------------------------------------
+def test_kendall_tau_b():
+    from xfer.report.transfer_check import kendall_tau
+
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / np.sqrt(5 * 6))  # a tie in x: tau-b
+    assert kendall_tau([1, 1, 1], [1, 2, 3]) is None
+
+
+def _transfer_report(folder: Path, seed: int, logme: list[float], knn: list[float]) -> None:
+    depths = [{"depth": k + 1, "block": "ConvBlock", "dim": 8, "logme": logme[k], "h_score": float(k),
+               "knn_acc": knn[k], "probe_acc": 0.5} for k in range(len(logme))]
+    report = {"seed": seed, "command": f"python analyze.py transfer run=x{seed}",
+              "variants": [{"name": "source-trained", "feeding": "source adapter (trained on mnist5k)",
+                            "depths": depths, "top": None},
+                           {"name": "random", "feeding": "warm-up", "depths": depths, "top": None}]}
+    out = folder / "transfer" / f"seed{seed}"
+    out.mkdir(parents=True)
+    (out / "transfer.json").write_text(json.dumps(report))
+
+
+def test_the_summary_ranks_the_scores_per_depth_against_the_layer_sweep(tmp_path: Path):
+    for seed in range(3):
+        for k in (1, 2, 3, 4):
+            _run(tmp_path, "freeze_first_k", seed, 0.6 + 0.05 * k + 0.01 * seed, k=k)
+        # LogME rises with depth as accuracy does; k-NN falls
+        _transfer_report(tmp_path, seed, [-0.6 + 0.05 * k + 0.001 * seed for k in range(4)],
+                         [0.9 - 0.1 * k for k in range(4)])
+    write_summary(tmp_path, plots=False)
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Transferability scores against what the sweep measured" in md and "### freeze_first_k" in md
+    row = next(line for line in md.splitlines() if line.startswith("| Kendall tau"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].startswith("+1.00 [+1.00, +1.00]") and cells[3].startswith("-1.00"), cells  # LogME, k-NN
+    assert "| 81.0 |" in md  # depth 4: mean test accuracy over seeds
+    assert "LogME k=4" in md and "k-NN k=1" in md and "validation chooses k=4" in md
+
+
+def test_no_transfer_reports_no_section(tmp_path: Path):
+    for seed in range(2):
+        _run(tmp_path, "finetune", seed, 0.7)
+        _run(tmp_path, "scratch", seed, 0.6)
+    write_summary(tmp_path, plots=False)
+    assert "Transferability scores" not in (tmp_path / "summary.md").read_text()

@@ -26,8 +26,9 @@ class SummarizeSweep(Callback):
     job starts, with one line."""
 
     def __init__(self, reference: str = DEFAULT_REFERENCE, contrasts: Any = DEFAULT_CONTRASTS,
-                 alpha: float = DEFAULT_ALPHA, metric: str = DEFAULT_METRIC) -> None:
+                 alpha: float = DEFAULT_ALPHA, metric: str = DEFAULT_METRIC, transfer_scores: bool = False) -> None:
         self.reference = reference
+        self.transfer_scores = bool(transfer_scores)
         given = tuple(str(c) for c in contrasts) if contrasts else ()
         self.contrasts = DEFAULT_CONTRASTS if given == DEFAULT_CONTRASTS else given
         try:
@@ -45,6 +46,8 @@ class SummarizeSweep(Callback):
                                                             ("--alpha", self.alpha, DEFAULT_ALPHA),
                                                             ("--metric", self.metric, DEFAULT_METRIC))
             if value != default)
+        if self.transfer_scores:
+            self.score_source_trunks(folder)
         try:
             s = write_summary(folder, reference=self.reference, contrasts=self.contrasts, alpha=self.alpha,
                               metric=self.metric)
@@ -72,3 +75,19 @@ class SummarizeSweep(Callback):
             print(f"  {line}")
         if s.comparisons and not any(c.significant for c in s.comparisons):
             print(f"  no difference from {self.reference} is significant after Holm's correction (m={s.m})")
+
+    @staticmethod
+    def score_source_trunks(folder: Path) -> None:
+        """Each seed's source trunk scored per depth (analyze.py transfer multirun=), for the summary to rank
+        against what the sweep measured; a failure here is logged, and the summary is written without it."""
+        from xfer.analysis.cli import sweep_runs, transfer_sweep
+        from xfer.failure import one_line
+
+        if not sweep_runs(folder):
+            return  # no run started from a source-trained trunk (scratch alone): nothing to score
+        try:
+            transfer_sweep(folder)
+        except Exception as err:  # noqa: BLE001 - the scores are an extra; the sweep's summary must still come
+            log.error("no transferability scores for the summary: %s (then: python analyze.py transfer "
+                      "multirun=%s)", one_line(err), folder)
+

@@ -2,6 +2,7 @@
 
     python analyze.py transfer experiment=img2img [seed=1 ...]   # the config of train.py, and its overrides
     python analyze.py transfer run=<run folder>                  # the trunk that run started from
+    python analyze.py transfer multirun=<sweep folder>          # each seed's source trunk of a sweep
 
 ``transfer``: transferability of the trunk at every cut depth, beside a random trunk's (see
 xfer/analysis/transfer.py). With overrides, the source stage runs as in train.py (from the trunk cache when it
@@ -91,11 +92,54 @@ def source_state_of(cfg: DictConfig, run: Path | None, results: dict[str, Any] |
     return load_checkpoint(ckpt)["state_dict"]
 
 
+def sweep_runs(folder: Path) -> dict[int, Path]:
+    """One finished run per seed of a sweep folder whose target stage started from a source-trained trunk."""
+    picked: dict[int, Path] = {}
+    for results in sorted(folder.rglob("results.json")):
+        try:
+            out = json.loads(results.read_text())
+        except (OSError, ValueError):
+            continue
+        if out.get("status") == "ok" and out.get("source") and isinstance(out.get("seed"), int):
+            picked.setdefault(out["seed"], results.parent)
+    return picked
+
+
+def transfer_sweep(folder: Path) -> list[Path]:
+    """The transferability report of each seed's source trunk in a sweep: <sweep>/transfer/seed<k>/."""
+    from xfer.analysis import write
+    from xfer.analysis.transfer import transfer_scores
+
+    if not folder.is_dir():
+        raise ConfigError(f"multirun={folder}: not a folder; allowed: a multirun folder that train.py -m wrote")
+    runs = sweep_runs(folder)
+    if not runs:
+        raise CheckpointError(f"multirun={folder}: no finished run there started from a source-trained trunk; allowed: "
+                              f"a sweep whose strategies have a source stage (not scratch alone)")
+    written = []
+    for seed, run in sorted(runs.items()):
+        cfg, results = _run_config(run)
+        out = folder / "transfer" / f"seed{seed}"
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+        out.mkdir(parents=True, exist_ok=True)
+        report = transfer_scores(cfg, source_state_of(cfg, run, results))
+        report["command"] = f"python analyze.py transfer run={shlex.quote(str(run))}"
+        write.write(report, out)
+        written.append(out)
+    return written
+
+
 def transfer(args: list[str]) -> Path:
     from xfer.analysis import write
     from xfer.analysis.transfer import transfer_scores
     from xfer.schema import validate
 
+    if args and args[0].startswith("multirun="):
+        if len(args) > 1:
+            raise ConfigError(f"{' '.join(args[1:])}: with multirun= each run's own config is used; allowed: "
+                              f"multirun=<sweep folder> alone")
+        return transfer_sweep(Path(args[0].split("=", 1)[1]).expanduser())[0].parent
     run_args = [a for a in args if a.startswith("run=")]
     if run_args:
         if len(args) > 1:
@@ -146,5 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - one line for what the user can fix
         sys.exit(report(err))
+    if folder.name == "transfer":  # multirun=: one report per seed; the sweep's summary shows them together
+        print(f"written: {folder}/seed<k>/transfer.{{json,csv,md,png}}; rerun the summary to rank them: "
+              f"python scripts/summarize.py {folder.parent}")
+        return
     print((folder / "transfer.md").read_text())
     print(f"written: {folder}/transfer.{{json,csv,md,png}}")

@@ -58,16 +58,26 @@ def _labels(y: Any, n: int, name: str = "labels") -> np.ndarray:
     return a
 
 
-def _features(x: Any, name: str = "features") -> np.ndarray:
+def _features(x: Any, name: str = "features", min_rows: int = 2) -> np.ndarray:
     a = _array(x, name, 2)
     if a.dtype.kind not in "biuf":
         raise ValueError(f"{name} have dtype {a.dtype}; allowed: real numbers")
     a = a.astype(np.float64)
-    if a.shape[0] < 2 or a.shape[1] < 1:
-        raise ValueError(f"{name} has shape {a.shape}; allowed: at least 2 rows and 1 column")
+    if a.shape[0] < min_rows or a.shape[1] < 1:
+        rows = "row" if min_rows == 1 else "rows"
+        raise ValueError(f"{name} has shape {a.shape}; allowed: at least {min_rows} {rows} and 1 column")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} holds non-finite values; allowed: finite numbers")
     return a
+
+
+def _class_sums(codes: np.ndarray, x: np.ndarray, classes: int) -> np.ndarray:
+    """[classes, d]: the sum of the rows of x in each class (codes in 0..classes-1), in O(n d)."""
+    order = np.argsort(codes, kind="stable")
+    present, starts = np.unique(codes[order], return_index=True)
+    out = np.zeros((classes, x.shape[1]))
+    out[present] = np.add.reduceat(x[order], starts, axis=0)
+    return out
 
 
 def _centre(a: np.ndarray) -> np.ndarray:
@@ -86,25 +96,28 @@ def logme(features: Any, labels: Any, max_iter: int = 100, tol: float = 1e-5) ->
         L = n/2 log beta + d/2 log alpha - n/2 log 2pi - beta/2 |F m - y|^2 - alpha/2 |m|^2 - 1/2 log det A,
         A = alpha I + beta F^T F,  m = beta A^-1 F^T y,
 
-    is maximised by the paper's fixed point from one thin SVD F = U diag(sv) V^T (s = sv^2, the nonzero
-    eigenvalues of F^T F; the d - len(s) zero ones enter log det A as log alpha):
-    gamma = sum beta s / (alpha + beta s), alpha = gamma / |m|^2, beta = (n - gamma) / |F m - y|^2, from
-    alpha = beta = 1 until both change by < ``tol`` (relative) or ``max_iter`` rounds. Returns the mean
-    over classes of L / n; higher is better. The features are used as given: the caller decides whether
-    to standardise them (LogME is not invariant to feature scaling)."""
+    is maximised by the paper's fixed point, gamma = sum_i beta s_i / (alpha + beta s_i),
+    alpha = gamma / |m|^2, beta = (n - gamma) / |F m - y|^2, from alpha = beta = 1 until both change by
+    < ``tol`` (relative) or after ``max_iter`` rounds. One thin SVD F = U diag(sv) V^T serves every
+    class and round (s = sv^2: the eigenvalues of F^T F); when n < d the d - n zero eigenvalues of F^T F
+    still enter log det A, as log alpha. Where y is best explained as noise alone (w = 0) the evidence
+    rises towards a finite limit as alpha -> inf and the fixed point diverges; alpha then stops at
+    1e12 beta max(s), within ~1e-12 of that limit. Returns the mean over classes of L / n; higher is
+    better. The features are used as given: the caller decides
+    whether to standardise them (LogME is not invariant to the features' scale)."""
     f = _features(features)
     y = _labels(labels, f.shape[0])
     n, d = f.shape
-    u, sv, _ = np.linalg.svd(f, full_matrices=False)  # u [n, r], r = min(n, d)
-    s = sv ** 2
-    s_max = float(s.max()) if s.size else 0.0
     classes = np.unique(y)
     onehot = (y[:, None] == classes[None, :]).astype(np.float64)  # [n, C]
-    zs = u.T @ onehot                                               # coordinates in F's column space
+    u, sv, _ = np.linalg.svd(f, full_matrices=False)   # F = U diag(sv) V^T, U [n, r], r = min(n, d)
+    s = sv ** 2                                          # the eigenvalues of F^T F (all but d - r zeros)
+    s_max = float(s.max())
+    zs = u.T @ onehot                                    # U^T y per class, [r, C]
     if n <= d:
-        outside = np.zeros(len(classes))  # u is square: every target lies in its span
-    else:
-        outside = np.maximum(onehot.sum(0) - np.sum(zs ** 2, axis=0), 0.0)  # |y - U U^T y|^2
+        outside = np.zeros(len(classes))                 # U is square: y lies wholly in its span
+    else:  # |y - U U^T y|^2, summed explicitly (|y|^2 - |U^T y|^2 would cancel when y is nearly in the span)
+        outside = np.sum((onehot - u @ zs) ** 2, axis=0)
     total = 0.0
     for j in range(len(classes)):
         z, out = zs[:, j], float(outside[j])
@@ -112,8 +125,8 @@ def logme(features: Any, labels: Any, max_iter: int = 100, tol: float = 1e-5) ->
         def stats(alpha: float, beta: float) -> tuple[float, float, float]:
             den = alpha + beta * s
             gamma = float(np.sum(beta * s / den))
-            m2 = float(np.sum((beta * sv * z / den) ** 2))        # |m|^2
-            res = float(np.sum((alpha * z / den) ** 2)) + out     # |F m - y|^2
+            m2 = float(np.sum((beta * sv * z / den) ** 2))     # |m|^2, m = V diag(beta sv / den) z
+            res = float(np.sum((alpha * z / den) ** 2)) + out  # |F m - y|^2
             return gamma, m2, res
 
         alpha, beta = 1.0, 1.0
@@ -121,10 +134,7 @@ def logme(features: Any, labels: Any, max_iter: int = 100, tol: float = 1e-5) ->
             gamma, m2, res = stats(alpha, beta)
             # no signal to fit (F^T y = 0 or F = 0): alpha stays where it is
             new_alpha = gamma / m2 if gamma > 0 and m2 > _TINY else alpha
-            # where y is best explained as noise alone (w = 0) the evidence rises towards a finite limit as
-            # alpha -> inf and the fixed point diverges; past alpha = 1e12 beta s_max it is within ~1e-12
-            # of that limit, so alpha stops there
-            new_alpha = min(new_alpha, _ALPHA_CAP * max(beta * s_max, 1.0))
+            new_alpha = min(new_alpha, _ALPHA_CAP * max(beta * s_max, 1.0))  # the w = 0 limit (docstring)
             new_beta = (n - gamma) / max(res, _TINY)
             done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
             alpha, beta = new_alpha, new_beta
@@ -186,9 +196,7 @@ def h_score(features: Any, labels: Any, shrinkage: float | str = "ledoit_wolf") 
     if np.trace(cov) <= 0.0:
         return 0.0
     classes, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
-    means = np.zeros((len(classes), d))
-    np.add.at(means, codes, f)
-    means /= counts[:, None]
+    means = _class_sums(codes, f, len(classes)) / counts[:, None]
     cov_z = (means * (counts / n)[:, None]).T @ means  # = sum_c n_c/n mu_c mu_c^T
     if a == 0.0:
         return float(np.trace(np.linalg.pinv(cov, hermitian=True) @ cov_z))
@@ -198,7 +206,7 @@ def h_score(features: Any, labels: Any, shrinkage: float | str = "ledoit_wolf") 
 
 # -- accuracies of simple classifiers on the features ------------------------------------------------
 def _pair(train_x: Any, train_y: Any, val_x: Any, val_y: Any) -> tuple[np.ndarray, ...]:
-    tx, vx = _features(train_x, "train_x"), _features(val_x, "val_x")
+    tx, vx = _features(train_x, "train_x"), _features(val_x, "val_x", min_rows=1)
     if tx.shape[1] != vx.shape[1]:
         raise ValueError(f"train_x has {tx.shape[1]} columns, val_x {vx.shape[1]}; allowed: the same features")
     ty = _labels(train_y, tx.shape[0], "train_y")
@@ -290,9 +298,7 @@ def leep(source_probs: Any, labels: Any) -> float:
     LEEP = 1/n sum_i log sum_z P(y_i | z) theta_z(x_i). At most 0 (0: the source head decides y)."""
     p, y = _probs(source_probs, labels)
     n = p.shape[0]
-    joint = np.zeros((int(y.max()) + 1, p.shape[1]))
-    np.add.at(joint, y, p)
-    joint /= n                                                            # P(y, z)
+    joint = _class_sums(y, p, int(y.max()) + 1) / n                      # P(y, z)
     cond = joint / np.maximum(joint.sum(0, keepdims=True), _TINY)         # P(y | z); 0 where P(z) = 0
     eep = np.sum(p * cond[y], axis=1)                                     # sum_z P(y_i | z) theta_z(x_i) > 0
     return float(np.mean(np.log(np.maximum(eep, _TINY))))
