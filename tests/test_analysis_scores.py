@@ -266,9 +266,13 @@ def test_leep_and_nce_on_a_hand_computed_case():
     y = np.array([0, 1, 1, 1])
     expected = (math.log(4 / 11) + math.log(7 / 11) + math.log(8 / 11)) / 4
     assert S.leep(p, y) == pytest.approx(expected, rel=1e-12)
-    # NCE: z = 0, 0, 1, 0. Counts (y, z): (0,0) 1, (1,0) 2, (1,1) 1; P(y | z0) = (1/3, 2/3), P(y1 | z1) = 1.
-    # -H(Y|Z) = sum P(y, z) log P(y | z) = 1/4 log(1/3) + 2/4 log(2/3) + 1/4 log 1
+    # NCE: z = argmax = 0, 0, 1, 0. Counts (y, z): (0,0) 1, (1,0) 2, (1,1) 1; P(y | z0) = (1/3, 2/3),
+    # P(y1 | z1) = 1. -H(Y|Z) = sum P(y, z) log P(y | z) = 1/4 log(1/3) + 2/4 log(2/3) + 1/4 log 1
     assert S.nce(p, y) == pytest.approx(math.log(1 / 3) / 4 + math.log(2 / 3) / 2, rel=1e-12)
+    # that case is symmetric (-H(Z|Y) is the same number); one that is not: y = 0, 1, 1, 0.
+    # Counts: (0,0) 2, (1,0) 1, (1,1) 1; P(z) = (3/4, 1/4); P(y | z0) = (2/3, 1/3), P(y1 | z1) = 1.
+    # -H(Y|Z) = 2/4 log(2/3) + 1/4 log(1/3) + 1/4 log 1  (while -H(Z|Y) = 1/2 log(1/2))
+    assert S.nce(p, [0, 1, 1, 0]) == pytest.approx(math.log(2 / 3) / 2 + math.log(1 / 3) / 4, rel=1e-12)
     # the labels' names do not matter, nor float32 torch probabilities
     assert S.leep(torch.tensor(p, dtype=torch.float32), torch.tensor([5, 9, 9, 9])) == pytest.approx(expected, rel=1e-6)
 

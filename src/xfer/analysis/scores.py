@@ -4,6 +4,7 @@ Bad input is a one-line ValueError naming the value and what is allowed."""
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,17 @@ def _class_sums(codes: np.ndarray, x: np.ndarray, classes: int) -> np.ndarray:
     return out
 
 
+def _count(value: Any, name: str) -> int:
+    """An integer >= 1 (a bool is not one)."""
+    try:
+        k = operator.index(value)
+    except TypeError:
+        k = None
+    if k is None or isinstance(value, (bool, np.bool_)) or k < 1:
+        raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
+    return k
+
+
 def _centre(a: np.ndarray) -> np.ndarray:
     """Column-centred copy; a constant column becomes exactly 0 (not the rounding error of its mean)."""
     c = a - a.mean(0)
@@ -103,10 +115,13 @@ def logme(features: Any, labels: Any, max_iter: int = 100, tol: float = 1e-5) ->
     still enter log det A, as log alpha. Where y is best explained as noise alone (w = 0) the evidence
     rises towards a finite limit as alpha -> inf and the fixed point diverges; alpha then stops at
     1e12 beta max(s), within ~1e-12 of that limit. Returns the mean over classes of L / n; higher is
-    better. The features are used as given: the caller decides
-    whether to standardise them (LogME is not invariant to the features' scale)."""
+    better. The features are used as given, never standardised here: the caller decides (LogME is not
+    invariant to the features' scale)."""
     f = _features(features)
     y = _labels(labels, f.shape[0])
+    max_iter = _count(max_iter, "max_iter")
+    if not (isinstance(tol, (int, float, np.floating)) and tol > 0):
+        raise ValueError(f"tol={tol!r}; allowed: a number > 0")
     n, d = f.shape
     classes = np.unique(y)
     onehot = (y[:, None] == classes[None, :]).astype(np.float64)  # [n, C]
@@ -221,11 +236,8 @@ def knn_accuracy(train_x: Any, train_y: Any, val_x: Any, val_y: Any, k: int = 20
     the larger summed similarity; k is clipped to the training set. ``chunk`` val rows at a time, so the
     similarity matrix is never larger than chunk x n_train."""
     tx, ty, vx, vy = _pair(train_x, train_y, val_x, val_y)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k={k!r}; allowed: an integer >= 1")
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk={chunk!r}; allowed: an integer >= 1")
-    k = min(int(k), tx.shape[0])
+    k = min(_count(k, "k"), tx.shape[0])
+    chunk = _count(chunk, "chunk")
     unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), _TINY)  # noqa: E731
     tx, vx = unit(tx), unit(vx)
     classes, codes = np.unique(ty, return_inverse=True)
@@ -253,10 +265,13 @@ def linear_probe_accuracy(train_x: Any, train_y: Any, val_x: Any, val_y: Any, we
     seeded initialisation: deterministic. The penalty is fixed, never tuned on these data. Only classes
     present in train_y can be predicted."""
     tx, ty, vx, vy = _pair(train_x, train_y, val_x, val_y)
-    if not (isinstance(weight_decay, (int, float, np.floating, np.integer)) and weight_decay >= 0):
+    try:
+        wd = float(weight_decay)
+    except (TypeError, ValueError):
+        wd = math.nan
+    if not (math.isfinite(wd) and wd >= 0):
         raise ValueError(f"weight_decay={weight_decay!r}; allowed: a number >= 0")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter={max_iter!r}; allowed: an integer >= 1")
+    max_iter = _count(max_iter, "max_iter")
     mean, std = tx.mean(0), tx.std(0)
     std = np.where(std > 1e-12, std, 1.0)
     classes, codes = np.unique(ty, return_inverse=True)
@@ -267,12 +282,12 @@ def linear_probe_accuracy(train_x: Any, train_y: Any, val_x: Any, val_y: Any, we
         gen = torch.Generator().manual_seed(int(seed))
         w = (0.01 * torch.randn(x.shape[1], len(classes), generator=gen, dtype=torch.float64)).requires_grad_()
         b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=int(max_iter), line_search_fn="strong_wolfe",
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-9, tolerance_change=1e-9)
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(x @ w + b, y) + float(weight_decay) / 2 * (w ** 2).sum()
+            loss = torch.nn.functional.cross_entropy(x @ w + b, y) + wd / 2 * (w ** 2).sum()
             loss.backward()
             return loss
 
