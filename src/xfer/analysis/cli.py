@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import sys
 import time
@@ -183,7 +182,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: analyze.py {given}: unknown command; allowed: {', '.join(COMMANDS)} "
               f"(python analyze.py transfer experiment=img2img)", file=sys.stderr)
         sys.exit(2)
-    os.environ.setdefault("XFER_HOME", os.environ.get("XFER_HOME", "."))
     try:
         folder = transfer(args[1:])
     except KeyboardInterrupt:
