@@ -32,6 +32,7 @@ def test_logger_mlflow_writes_one_mlflow_run_per_stage_in_the_run_folder(home: P
     assert target.params  # the run's settings, as in TensorBoard's HPARAMS
 
 
+@pytest.mark.slow  # a subprocess: wandb's service process must not outlive pytest's
 def test_logger_wandb_writes_offline_runs_per_stage_without_network(home: Path):
     pytest.importorskip("wandb")
     env = {"WANDB_CONFIG_DIR": str(home / "wandb-config"), "WANDB_CACHE_DIR": str(home / "wandb-cache"),
