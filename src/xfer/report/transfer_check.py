@@ -68,7 +68,7 @@ def check(s: Summary, reports: dict[int, dict[str, Any]], n_boot: int = 2000, se
     """Per family (freeze_first_k, transfer_first_k) and score: the depths, mean score and mean test accuracy
     per depth, tau and its seed-bootstrap CI."""
     seeds = sorted(reports)
-    scores = {k: {d["depth"]: [] for d in _trained(reports[seeds[0]])["depths"]} for k in SCORE_KEYS}
+    scored = {d["depth"] for d in _trained(reports[seeds[0]])["depths"]}
     per_seed: dict[str, dict[int, dict[int, float]]] = {k: {} for k in SCORE_KEYS}  # score -> seed -> depth -> value
     for sd in seeds:
         for d in _trained(reports[sd])["depths"]:
@@ -77,7 +77,7 @@ def check(s: Summary, reports: dict[int, dict[str, Any]], n_boot: int = 2000, se
     families: dict[str, dict[int, Group]] = {}
     for g in s.groups:
         found = layer_k(g.strategy)
-        if found and len(s.sizes) == 1 and found[1] in scores["logme"]:
+        if found and len(s.sizes) == 1 and found[1] in scored:
             families.setdefault(found[0], {})[found[1]] = g
     out: dict[str, Any] = {"seeds": seeds, "families": {}}
     rng = np.random.default_rng(seed)
