@@ -60,7 +60,7 @@ def target_stage(cfg, dm) -> tuple[Any, Any, Any]:
     return module, dm, strat
 
 
-def lightning_fit(cfg, dm, workdir: Path) -> dict[str, Any]:
+def lightning_fit(cfg, dm, workdir: Path, keep: bool = False) -> dict[str, Any]:
     from xfer import build
     from xfer.callbacks import stage_timing
 
@@ -69,7 +69,7 @@ def lightning_fit(cfg, dm, workdir: Path) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=dm)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"wall_s": wall, "cpu_s": cpu, **stage_timing(trainer)}
+    return {"wall_s": wall, "cpu_s": cpu, **stage_timing(trainer), **({"module": module} if keep else {})}
 
 
 def plain_fit(cfg, dm, workdir: Path) -> dict[str, Any]:
@@ -259,12 +259,16 @@ def bench_images(args, out: dict[str, Any]) -> None:
 
 # -- 4-6: as a user runs it, in child processes ----------------------------------------------------
 def bench_diagnostics(args, out: dict[str, Any]) -> None:
-    """``analyze.py transfer``'s work (both trunks' warm-up, features at every depth, every score) against one
-    target training epoch (fit with validation), on img2txt's full target data, side by side; data setup is
-    left out of both."""
+    """``analyze.py transfer``'s work (both trunks' warm-up, features at every depth, every score) and a run's
+    end-of-run CKA (analysis.similarity: start vs fine-tuned per block, features saved, heatmap drawn) against
+    one target training epoch (fit with validation), on img2txt's full target data, side by side; data setup
+    is left out of all three."""
+    import copy
+
     from omegaconf import OmegaConf
 
     from xfer import build
+    from xfer.analysis import similarity
     from xfer.analysis.transfer import transfer_scores
 
     overrides = ["experiment=img2txt", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
@@ -272,18 +276,25 @@ def bench_diagnostics(args, out: dict[str, Any]) -> None:
         overrides += ["target.fraction=0.2"]
     cfg = compose(overrides)
     dm = build.datamodule(cfg.target, cfg.seed)
-    epochs, diagnostics = [], []
+    epochs, diagnostics, ckas = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(1 if args.quick else 2):  # interleaved: the machine's noise hits both alike
-            epochs.append(lightning_fit(cfg, dm, Path(tmp) / f"fit{rep}")["wall_s"])
+        for rep in range(1 if args.quick else 2):  # interleaved: the machine's noise hits all alike
+            fit = lightning_fit(cfg, dm, Path(tmp) / f"fit{rep}", keep=True)
+            epochs.append(fit["wall_s"])
             start = time.perf_counter()
             transfer_scores(OmegaConf.merge(cfg, {"paths": {"output_dir": tmp}}), None, target=dm)
             diagnostics.append(time.perf_counter() - start)
-    epoch, diag = statistics.median(epochs), statistics.median(diagnostics)
+            start = time.perf_counter()  # the source model's pass is left out: img2txt is cross-modal (n/a)
+            similarity.measure(cfg, Path(tmp) / f"fit{rep}", fit["module"], dm, copy.deepcopy(fit["module"].trunk),
+                               None, lambda: None)
+            ckas.append(time.perf_counter() - start)
+    epoch, diag, cka = statistics.median(epochs), statistics.median(diagnostics), statistics.median(ckas)
     out["diagnostics"] = {"command": "python analyze.py transfer experiment=img2txt", "epoch_s": epochs,
                           "transfer_s": diagnostics, "ratio": diag / epoch, "goal": 1.0,
+                          "cka_s": ckas, "cka_ratio": cka / epoch, "cka_examples": similarity.examples_of(cfg),
                           "train_examples": len(dm.datasets["train"])}
     print(f"  analyze.py transfer {diag:.1f} s vs one target epoch {epoch:.1f} s = {diag / epoch:.2f}x", flush=True)
+    print(f"  end-of-run CKA {cka:.1f} s vs one target epoch = {cka / epoch:.2f}x", flush=True)
 
 
 def run_cli(args: list[str], home: Path) -> dict[str, Any]:
@@ -432,6 +443,10 @@ def table(out: dict[str, Any]) -> str:
         rows.append(f"| `{d['command']}` (its work, data setup excluded) / one target epoch with validation "
                     f"({d['train_examples']} examples; epochs {', '.join(f'{x:.1f}' for x in d['epoch_s'])} s) |"
                     f" {d['ratio']:.2f} | <= 1.00 | {_ok(d['ratio'], 1.0, False)} |")
+        if "cka_ratio" in d:
+            rows.append(f"| a run's end-of-run CKA (analysis.similarity, {d['cka_examples']} val examples; "
+                        f"{', '.join(f'{x:.2f}' for x in d['cka_s'])} s) / the same target epoch | "
+                        f"{d['cka_ratio']:.2f} | <= 1.00 | {_ok(d['cka_ratio'], 1.0, False)} |")
     if "e2e" in out:
         e = out["e2e"]
         rows.append(f"| `{e['command']}`, cold (trains the source trunk) | {e['cold_s']:.1f} s; first step after"

@@ -125,11 +125,15 @@ def test_analyze_py_is_thin_and_importing_it_starts_nothing(entry: str, heavy: s
     assert proc.stdout.strip() == "[]"
 
 
-def test_nothing_outside_analysis_imports_it():
-    """The diagnostics read runs, checkpoints and the cache; no stage, model or report depends on them. Only
-    the sweep's end (the Hydra callback, beside the entry points) runs them."""
+def test_only_a_runs_end_a_sweeps_end_and_the_cka_summary_use_the_diagnostics():
+    """The diagnostics read runs, checkpoints and the cache; no stage or model depends on them. A run's end
+    measures its CKA (xfer.pipeline -> analysis.similarity), the sweep's end scores the source trunks (the
+    Hydra callback), and the summary compares seeds by CKA with analysis.scores alone, which imports no torch."""
     graph = import_graph()
     assert "xfer.analysis.scores" in graph["xfer.analysis.transfer"]
-    users = {m for m, deps in graph.items() if not m.startswith("xfer.analysis")
+    users = {(m, d) for m, deps in graph.items() if not m.startswith("xfer.analysis")
              for d in deps if d.startswith("xfer.analysis")}
-    assert users == {"xfer.hydra_callbacks"}, users
+    assert {m for m, _ in users} == {"xfer.hydra_callbacks", "xfer.pipeline", "xfer.report.similarity"}, users
+    assert {d for m, d in users if m.startswith("xfer.report")} == {"xfer.analysis.scores"}
+    assert {d for m, d in users if m == "xfer.pipeline"} == {"xfer.analysis.similarity"}
+    assert not {d for d in graph["xfer.analysis.scores"] if d.startswith("xfer.")}

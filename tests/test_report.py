@@ -789,3 +789,87 @@ def test_no_transfer_reports_no_section(tmp_path: Path):
         _run(tmp_path, "scratch", seed, 0.6)
     write_summary(tmp_path, plots=False)
     assert "Transferability scores" not in (tmp_path / "summary.md").read_text()
+
+
+def _frozen_report(folder: Path, seed: int, trained: float, random: float) -> None:
+    def depths(top: float) -> list[dict]:
+        return [{"depth": k, "block": "ConvBlock", "dim": 8, "logme": top - 0.1 * (2 - k), "h_score": top,
+                 "knn_acc": 0.5, "probe_acc": top} for k in (1, 2)]
+
+    report = {"seed": seed, "variants": [{"name": "source-trained", "feeding": "source adapter", "depths": depths(trained),
+                                          "top": None},
+                                         {"name": "random", "feeding": "warm-up", "depths": depths(random), "top": None}]}
+    out = folder / "transfer" / f"seed{seed}"
+    out.mkdir(parents=True)
+    (out / "transfer.json").write_text(json.dumps(report))
+
+
+def test_the_summary_ranks_the_frozen_trunks_scores_against_linear_probe_and_frozen_random(tmp_path: Path):
+    """sweep=strategies / sweep=fractions: the trunks the scores describe are the ones linear_probe
+    (source-trained) and frozen_random (random) train a head on; tau runs over the (strategy, seed) units."""
+    for seed in range(3):
+        for fraction in (0.1, 1.0):
+            _run(tmp_path, "linear_probe", seed, 0.80 + 0.01 * seed + 0.05 * fraction, fraction)
+            _run(tmp_path, "frozen_random", seed, 0.60 + 0.01 * seed + 0.05 * fraction, fraction)
+            _run(tmp_path, "finetune", seed, 0.85, fraction)  # no depth of the scores: not ranked
+        _frozen_report(tmp_path, seed, trained=0.9 + 0.001 * seed, random=0.7 + 0.001 * seed)
+    write_summary(tmp_path, plots=False)
+    md = (tmp_path / "summary.md").read_text()
+    assert "### Frozen trunks: linear_probe (source-trained) and frozen_random (random)" in md
+    assert "data=0.1 (seeds 0, 1, 2):" in md and "data=1.0 (seeds 0, 1, 2):" in md
+    rows = [line for line in md.splitlines() if line.startswith("| Kendall tau")]
+    assert len(rows) == 2
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1].startswith("+1.00") and cells[2].startswith("+1.00") and cells[3] == "n/a", cells  # k-NN ties
+    assert "| linear_probe | 0.901 | 0.901 | 0.5 | 0.901 | 81.5 |" in md  # seed means of the top depth, acc at 0.1
+    assert "Each score would choose: LogME linear_probe, H-score linear_probe, k-NN a tie, probe linear_probe; " \
+           "validation chooses linear_probe." in md
+
+
+def test_a_sweep_without_rankable_strategies_still_shows_the_scores(tmp_path: Path):
+    for seed in range(2):
+        _run(tmp_path, "finetune", seed, 0.7)
+        _run(tmp_path, "scratch", seed, 0.6)
+        _frozen_report(tmp_path, seed, trained=0.9, random=0.7)
+    write_summary(tmp_path, plots=False)
+    md = (tmp_path / "summary.md").read_text()
+    assert "nothing to rank the scores against" in md and "| 2 | 0.9 | 0.9 | 0.5 | 0.9 |" in md
+
+
+def _similarity(run_dir: Path, rng: np.random.Generator, moved: list[float], val_ids: str = "v1",
+                base: np.ndarray | None = None) -> np.ndarray:
+    feats = base + 0.3 * rng.normal(size=base.shape) if base is not None else rng.normal(size=(40, 6))
+    (run_dir / "similarity").mkdir()
+    np.savez(run_dir / "similarity" / "features.npz", block0=feats, block1=feats[:, :3])
+    results = json.loads((run_dir / "results.json").read_text())
+    results["target"]["similarity"] = {"examples": 40, "blocks": ["0:ConvBlock", "1:ConvBlock"], "val_ids": val_ids,
+                                       "initial_vs_final": moved, "source_vs_final": None,
+                                       "source_note": "n/a: source mnist5k is image, target rt is text"}
+    (run_dir / "results.json").write_text(json.dumps(results))
+    return feats
+
+
+def test_the_summary_compares_seeds_and_strategies_by_cka_per_block(tmp_path: Path):
+    from xfer.analysis.scores import linear_cka
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(40, 6))
+    feats = {}
+    for seed in range(3):
+        feats[seed] = _similarity(_run(tmp_path, "finetune", seed, 0.7), rng, [0.9, 0.5 + 0.1 * seed], base=base)
+        _similarity(_run(tmp_path, "linear_probe", seed, 0.6), rng, [1.0, 1.0])
+    odd = _run(tmp_path, "scratch", 0, 0.5)
+    _similarity(odd, rng, [0.8, 0.4], val_ids="other")  # another val split: kept out of the pairs
+    _similarity(_run(tmp_path, "scratch", 1, 0.5), rng, [0.8, 0.4])
+    write_summary(tmp_path, plots=True)
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Representation similarity per trunk block (linear CKA)" in md
+    assert "| finetune (n=3) | 1.0 | 0.90 | 0.60 |" in md  # what moved: the mean over seeds
+    pairs = [[linear_cka(feats[a], feats[b]), linear_cka(feats[a][:, :3], feats[b][:, :3])]
+             for a, b in ((0, 1), (0, 2), (1, 2))]
+    mean, low = np.mean(pairs, axis=0), np.min(pairs, axis=0)
+    assert f"| finetune (3 pairs) | 1.0 | {mean[0]:.2f} [{low[0]:.2f}] | {mean[1]:.2f} [{low[1]:.2f}] |" in md
+    assert mean[0] > 0.5  # the seeds share most of their features; independent ones would be near 0
+    assert "| scratch (n=1) |" in md and "scratch (1 pair" not in md  # the odd split is compared with nothing
+    assert "(n/a: source mnist5k is image, target rt is text)" in md
+    assert (tmp_path / "similarity.png").is_file() and "](similarity.png)" in md

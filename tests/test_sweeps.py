@@ -47,6 +47,10 @@ def test_multirun_summary_matches_jobs_and_source_runs_once_per_seed(home: Path)
     assert (sweep / "accuracy_by_strategy.png").stat().st_size > 1000
     assert (sweep / "learning_curves.png").stat().st_size > 1000
     assert "sweep summary:" in proc.stdout
+    # every strategy's CKA per block, comparable across them: a frozen trunk does not move; seeds are paired
+    assert "| linear_probe (n=2) | 0.1 | 1.00 | 1.00 | 1.00 | 1.00 |" in md
+    assert "| finetune (1 pair) | 0.1 |" in md and "(n/a: source mnist5k is image" in md
+    assert (sweep / "similarity.png").stat().st_size > 1000
 
     # the summarizer works on a partial sweep folder, and names what is missing
     partial = home / "partial"

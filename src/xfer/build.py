@@ -31,6 +31,12 @@ def to_dict(node: Any) -> Any:
 _DATA_KEY = re.compile(r"(?<![\w/.~-])(?:source|target)\.(?=reader\.|image_size\b|classes\b|group_column\b|max_len\b)")
 
 
+def modality(cfg: DictConfig) -> str:
+    """The modality (``image``, ``text``) of the data module ``cfg`` (a ``source``/``target`` node) names,
+    without reading its data."""
+    return str(getattr(get_object(str(cfg._target_)), "modality", ""))
+
+
 def datamodule(cfg: DictConfig, seed: int) -> SplitDataModule:
     """The data module of ``cfg`` (the ``source`` or ``target`` node), set up. A data set can be either: its
     error messages name the settings on the side it is used on (``source.reader.path``, not ``target.``)."""

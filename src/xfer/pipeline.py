@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xfer import build, predictions, results
+from xfer.analysis import similarity
 from xfer.callbacks import WeightDrift
 from xfer.freezing.groups import count_trained
 from xfer.models.ecosystem import describe_trunk
@@ -50,12 +51,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         resume.check_fits(module)
     # how far each trunk block moves from the weights the stage starts from (taken now, before a resume loads)
     drift = WeightDrift(module.trunk) if OmegaConf.select(cfg, "analysis.drift", default=True) else None
+    initial_trunk = similarity.snapshot(cfg, module.trunk)  # for the CKA of start vs end, per block
     target, trainer = fit_and_test(cfg, module, dm, run_dir, "target",
                                    [*build.freezing_callbacks(freezing, parts.optim), *([drift] if drift else [])],
                                    ckpt_path=None if resume is None else str(resume.ckpt_path))
     # per-example predictions for the summary's paired statistics (rank 0 alone writes files)
     preds = None if trainer.fast_dev_run or global_rank() != 0 else best_predictions(cfg, module, target_dm, trainer)
     best_val, best_val_from = best_val_accuracy(cfg, target.best_val, preds)
+    # representation similarity per block, with the best checkpoint's weights (best_predictions loaded them)
+    cka = None if preds is None or initial_trunk is None else similarity.measure(
+        cfg, run_dir, module, target_dm, initial_trunk, None if source is None else source.state, parts.source_data,
+        trainer.loggers, trainer.global_step)
 
     out = results.finished(
         cfg, strategy=freezing.describe(), trunk=trunk_info,
@@ -65,6 +71,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),
             "dropped": target_dm.dropped, "groups": target_dm.group_counts,
             "drift": drift.summary() if drift is not None and drift.history else None,
+            "similarity": cka,
             "test_ids": target_dm.fingerprint("test"),
             "predictions_acc": None if preds is None or "test_pred" not in preds else predictions.accuracy(preds, "test"),
             "class_names": list(target_dm.spec.class_names), "confusion_matrix": module.test_confusion,

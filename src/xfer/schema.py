@@ -176,7 +176,8 @@ SOURCE_STAGE: dict[str, Any] = {"enabled": BOOL, "max_epochs": integer(1), "opti
 ANALYSIS_TRANSFER: dict[str, Rule] = {"max_train": integer(10), "max_val": integer(1), "warmup_steps": integer(0),
                                       "knn_k": integer(1), "probe_weight_decay": number(ge=0),
                                       "batch_size": integer(1)}
-ANALYSIS: dict[str, Any] = {"drift": BOOL, "transfer": ANALYSIS_TRANSFER}
+ANALYSIS_SIMILARITY: dict[str, Rule] = {"examples": integer(0)}
+ANALYSIS: dict[str, Any] = {"drift": BOOL, "similarity": ANALYSIS_SIMILARITY, "transfer": ANALYSIS_TRANSFER}
 TOP: dict[str, Any] = {
     "name": STRING,
     "seed": SEED,
@@ -317,7 +318,8 @@ def allowed_keys(dotted: str) -> list[str] | None:
         return trainer_keys()
     tables: dict[str, Any] = {"": [*TOP, *GROUPS], "optim": OPTIM, "paths": PATHS,
                               "source_stage": SOURCE_STAGE, "source_stage.optim": OPTIM,
-                              "analysis": ANALYSIS, "analysis.transfer": ANALYSIS_TRANSFER}
+                              "analysis": ANALYSIS, "analysis.transfer": ANALYSIS_TRANSFER,
+                              "analysis.similarity": ANALYSIS_SIMILARITY}
     if dotted in tables:
         return list(tables[dotted])
     parent, _, name = dotted.partition(".")

@@ -12,8 +12,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from xfer import build
 from xfer.data.module import SplitDataModule, as_batch
 from xfer.errors import ConfigError
 
@@ -79,10 +81,32 @@ def split_batches(dm: SplitDataModule, split: str, indices: np.ndarray, batch_si
     yield from loader
 
 
-def labels_of(dm: SplitDataModule, split: str, indices: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([y.numpy() for _, y in split_batches(dm, split, indices, batch_size)])
-
-
-def inputs_of(dm: SplitDataModule, split: str, indices: np.ndarray, batch_size: int):
-    for x, _ in split_batches(dm, split, indices, batch_size):
+def inputs_of(dm: SplitDataModule, split: str, indices: np.ndarray, batch_size: int,
+              labels: list[torch.Tensor] | None = None):
+    """The inputs of ``split_batches``; their labels appended to ``labels`` on the way, where given."""
+    for x, y in split_batches(dm, split, indices, batch_size):
+        if labels is not None:
+            labels.append(y)
         yield x
+
+
+def source_view(source: SplitDataModule, target: SplitDataModule):
+    """How the source adapter reads the target's inputs: unchanged for two image data sets, through the two
+    vocabularies for two text ones (each fits its own tokenizer); None across modalities, where it cannot."""
+    if source.spec.modality != target.spec.modality:
+        return None
+    if source.spec.modality == "text":
+        from xfer.data.text import id_translator
+
+        return id_translator(source, target)
+    return lambda x: x
+
+
+def source_adapter_and_head(state: dict[str, torch.Tensor], source: SplitDataModule, trunk: nn.Module,
+                            cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
+    """The source stage's adapter and head, out of its model's ``state`` (keys ``adapter.*``, ``head.*``)."""
+    with torch.random.fork_rng(devices=[]):
+        adapter, head = build.adapter_and_head(source.spec, trunk, cfg.source_adapter, cfg.head)
+    for prefix, part in (("adapter.", adapter), ("head.", head)):
+        part.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    return adapter, head

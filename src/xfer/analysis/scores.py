@@ -1,5 +1,6 @@
 """Transferability scores of fixed features, and linear CKA. Pure functions of arrays (numpy or torch),
-computed in float64 with numpy (torch only for the linear probe's L-BFGS); each returns a Python float.
+computed in float64 with numpy (torch only for the linear probe's L-BFGS, imported there: the summary
+imports this module for CKA without torch); each returns a Python float.
 Bad input is a one-line ValueError naming the value and what is allowed."""
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import operator
 from typing import Any
 
 import numpy as np
-import torch
 
 _TINY = 1e-300
 _ALPHA_CAP = 1e12
@@ -16,7 +16,9 @@ _ALPHA_CAP = 1e12
 
 # -- input checks -----------------------------------------------------------------------------------
 def _numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):  # a tensor, without importing torch
+        import torch
+
         x = x.detach().cpu()
         if x.is_floating_point() or x.is_complex():
             x = x.to(torch.float64)  # bfloat16 / float16 have no numpy dtype
@@ -275,6 +277,8 @@ def linear_probe_accuracy(train_x: Any, train_y: Any, val_x: Any, val_y: Any, we
     mean, std = tx.mean(0), tx.std(0)
     std = np.where(std > 1e-12, std, 1.0)
     classes, codes = np.unique(ty, return_inverse=True)
+    import torch
+
     with torch.inference_mode(False), torch.enable_grad():  # callers may sit inside no_grad / inference_mode
         x = torch.as_tensor((tx - mean) / std, dtype=torch.float64)
         v = torch.as_tensor((vx - mean) / std, dtype=torch.float64)

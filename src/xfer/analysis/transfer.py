@@ -4,7 +4,7 @@ For the trunk the target stage would start from (source-trained, or pretrained w
 off) and, as the control, the random trunk the ``scratch`` run starts from, the target training features
 after each block are scored (LogME, regularised H-score) and probed (k-NN and a linear probe, on val); LEEP
 and NCE come from the source head where it applies (source and target share a modality and the source
-adapter reads the target's inputs).
+adapter reads the target's inputs; text is read through the source's vocabulary, as each data set fits its own).
 
 What feeds the trunk: the source adapter where it applies; otherwise (a cross-modal pair, and always for the
 random control, which has no trained adapter) the target adapter after ``warmup_steps`` adapter-only steps
@@ -27,8 +27,8 @@ from torch import nn
 
 from xfer import build
 from xfer.analysis import scores
-from xfer.analysis.features import (block_features, check_walkable, inputs_of, labels_of, sample_indices,
-                                    split_batches)
+from xfer.analysis.features import (block_features, check_walkable, inputs_of, sample_indices,
+                                    source_adapter_and_head, source_view, split_batches)
 from xfer.checkpoints import load_trunk
 from xfer.data.module import SplitDataModule
 from xfer.target_stage import seeded_trunk
@@ -55,13 +55,15 @@ def settings_of(cfg: DictConfig) -> TransferSettings:
     return TransferSettings(**{k: node[k] for k in keys if k in node})
 
 
-def _adapter_and_head_from_source(state: dict[str, torch.Tensor], source: SplitDataModule, trunk: nn.Module,
-                                  cfg: DictConfig) -> tuple[nn.Module, nn.Module]:
-    with torch.random.fork_rng(devices=[]):
-        adapter, head = build.adapter_and_head(source.spec, trunk, cfg.source_adapter, cfg.head)
-    for prefix, part in (("adapter.", adapter), ("head.", head)):
-        part.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
-    return adapter, head
+class _Viewed(nn.Module):
+    """The source adapter reading target inputs as the source encodes them (text: through its vocabulary)."""
+
+    def __init__(self, adapter: nn.Module, view) -> None:
+        super().__init__()
+        self.adapter, self.view = adapter, view
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.view(x))
 
 
 def _reads(adapter: nn.Module, trunk: nn.Module, x: torch.Tensor) -> bool:
@@ -123,10 +125,13 @@ def score_depth(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val
 
 
 def score_trunk(name: str, trunk: nn.Module, adapter: nn.Module, feeding: str, target: SplitDataModule,
-                train_idx: np.ndarray, val_idx: np.ndarray, train_y: np.ndarray, val_y: np.ndarray,
-                s: TransferSettings, source_head: nn.Module | None = None) -> dict[str, Any]:
-    train_f = block_features(adapter, trunk, inputs_of(target, "train", train_idx, s.batch_size))
-    val_f = block_features(adapter, trunk, inputs_of(target, "val", val_idx, s.batch_size))
+                train_idx: np.ndarray, val_idx: np.ndarray, s: TransferSettings,
+                source_head: nn.Module | None = None) -> dict[str, Any]:
+    train_y: list[torch.Tensor] = []
+    val_y: list[torch.Tensor] = []  # the labels come with the features: each example is read once per pass
+    train_f = block_features(adapter, trunk, inputs_of(target, "train", train_idx, s.batch_size, train_y))
+    val_f = block_features(adapter, trunk, inputs_of(target, "val", val_idx, s.batch_size, val_y))
+    train_y, val_y = torch.cat(train_y).numpy(), torch.cat(val_y).numpy()
     depths = [{"depth": k, "block": type(trunk.blocks[k - 1]).__name__, "dim": int(tf.shape[1]),
                **score_depth(tf, train_y, vf, val_y, s)}
               for k, (tf, vf) in enumerate(zip(train_f, val_f), start=1)]
@@ -150,8 +155,6 @@ def transfer_scores(cfg: DictConfig, source_state: dict[str, torch.Tensor] | Non
     target = target if target is not None else build.datamodule(cfg.target, seed)
     train_idx = sample_indices(len(target.datasets["train"]), s.max_train, seed)
     val_idx = sample_indices(len(target.datasets["val"]), s.max_val, seed)
-    train_y = labels_of(target, "train", train_idx, s.batch_size)
-    val_y = labels_of(target, "val", val_idx, s.batch_size)
     probe_x = next(inputs_of(target, "train", train_idx[:2], 2))
 
     with torch.random.fork_rng(devices=[]):
@@ -162,22 +165,24 @@ def transfer_scores(cfg: DictConfig, source_state: dict[str, torch.Tensor] | Non
         name = "source-trained" if source_state is not None else (
             "pretrained" if getattr(getattr(trunk, "weights", None), "kind", "random") != "random" else "as built")
         adapter, head, feeding = None, None, ""
-        if source_state is not None and (source is None or source.spec.modality == target.spec.modality):
+        if source_state is not None and build.modality(cfg.source) == target.spec.modality:
             source = source if source is not None else build.datamodule(cfg.source, seed)
-            if source.spec.modality == target.spec.modality:
-                a, h = _adapter_and_head_from_source(source_state, source, trunk, cfg)
-                if _reads(a, trunk, probe_x):
-                    adapter, head, feeding = a, h, f"source adapter (trained on {source.name})"
+            view = source_view(source, target)
+            a, h = source_adapter_and_head(source_state, source, trunk, cfg)
+            if view is not None and _reads(a, trunk, view(probe_x)):
+                adapter, head = _Viewed(a, view), h
+                feeding = f"source adapter (trained on {source.name})" + (
+                    ", target words through the source vocabulary" if target.spec.modality == "text" else "")
         if adapter is None:
             adapter = warm_up(trunk, target, cfg, s.warmup_steps, seed)
             feeding = f"target adapter after {s.warmup_steps} adapter-only warm-up steps (trunk frozen)"
-        trained = score_trunk(name, trunk, adapter, feeding, target, train_idx, val_idx, train_y, val_y, s, head)
+        trained = score_trunk(name, trunk, adapter, feeding, target, train_idx, val_idx, s, head)
 
         random_trunk, _ = seeded_trunk(OmegaConf.merge(cfg, {"random_trunk": True}))
         adapter = warm_up(random_trunk, target, cfg, s.warmup_steps, seed)
         control = score_trunk("random", random_trunk, adapter,
                               f"target adapter after {s.warmup_steps} adapter-only warm-up steps (trunk frozen)",
-                              target, train_idx, val_idx, train_y, val_y, s)
+                              target, train_idx, val_idx, s)
     return {
         "experiment": str(cfg.name), "seed": seed, "target": str(cfg.target.name),
         "source": None if source_state is None else str(cfg.source.name),

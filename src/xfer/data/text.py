@@ -51,3 +51,25 @@ class TextDataModule(SplitDataModule):
         assert self.tokenizer is not None
         return {"vocab_size": self.tokenizer.get_vocab_size(), "seq_len": self.max_len,
                 "pad_id": self.tokenizer.token_to_id(PAD)}
+
+
+def id_translator(source: TextDataModule, target: TextDataModule):
+    """A map from ``target``'s token ids [B, target.max_len] to ``source``'s [B, source.max_len]: each word
+    through the two vocabularies (a word the source never saw becomes its ``[UNK]``), padded or cut to the
+    source's length. Each data module fits its own tokenizer, so the source adapter reads target text only
+    through this."""
+    assert source.tokenizer is not None and target.tokenizer is not None
+    src_vocab = source.tokenizer.get_vocab()
+    unk, pad = src_vocab[UNK], src_vocab[PAD]
+    table = torch.full((target.tokenizer.get_vocab_size(),), unk, dtype=torch.int64)
+    for word, i in target.tokenizer.get_vocab().items():
+        table[i] = src_vocab.get(word, unk)
+    table[target.tokenizer.token_to_id(PAD)] = pad
+
+    def translate(ids: torch.Tensor) -> torch.Tensor:
+        out = table.to(ids.device)[ids.clamp(0, len(table) - 1)]
+        if out.shape[1] >= source.max_len:
+            return out[:, :source.max_len]
+        return torch.cat([out, out.new_full((out.shape[0], source.max_len - out.shape[1]), pad)], dim=1)
+
+    return translate
