@@ -3,6 +3,7 @@ between jobs, and the experiment when a summary merges several (``img2txt/linear
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -24,6 +25,23 @@ def strategy_label(strat: dict[str, Any], varying: dict[str, set[str]]) -> str:
     name = strat.get("name", "?")
     extras = [f"{k}={strat[k]}" for k in sorted(varying.get(name, ())) if k in strat]
     return f"{name}({', '.join(extras)})" if extras else name
+
+
+_SETTINGS = re.compile(r"^([\w./-]+)\((.*)\)")
+
+
+def split_k(label: str) -> tuple[str, int] | None:
+    """``freeze_first_k(k=2, reinit_rest=True)`` -> (``freeze_first_k(reinit_rest=True)``, 2): a label that
+    carries an integer ``k`` setting, without it, and k; None for other labels."""
+    m = _SETTINGS.match(label)
+    if not m:
+        return None
+    settings = [kv.strip() for kv in m.group(2).split(",")]
+    k = next((kv[2:] for kv in settings if kv.startswith("k=")), None)
+    if k is None or not k.isdigit():
+        return None
+    rest = ", ".join(kv for kv in settings if not kv.startswith("k="))
+    return (f"{m.group(1)}({rest})" if rest else m.group(1)), int(k)
 
 
 def _parse(value: str) -> Any:

@@ -4,7 +4,6 @@ number of labelled target examples (when transfer pays), the layer-transfer curv
 read back from the runs' TensorBoard events (one panel per data size)."""
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xfer.report.collect import DIR  # noqa: E402
+from xfer.report.labels import split_k  # noqa: E402
 from xfer.report.settings import METRICS  # noqa: E402
 from xfer.report.summary import Group, Summary, transfer_gain  # noqa: E402
 
@@ -174,23 +174,15 @@ def plot_by_fraction(s: Summary, folder: Path) -> Path | None:
                       f"target {METRICS[s.metric]} (%)")
 
 
-_K = re.compile(r"^([\w./-]+)\((.*)\)")
-
-
 def plot_layer_transfer(s: Summary, folder: Path) -> Path | None:
     """Accuracy against k for every strategy whose label carries k (freeze_first_k, transfer_first_k)."""
     several = len({g.data for g in s.groups}) > 1
     curves: dict[str, list[tuple[float, Group]]] = defaultdict(list)
     for g in s.groups:
-        m = _K.match(g.strategy)
-        if not m or not g.n:
-            continue
-        settings = [kv.strip() for kv in m.group(2).split(",")]
-        k = next((kv[2:] for kv in settings if kv.startswith("k=")), None)
-        if k is not None and k.isdigit():
-            rest = ", ".join(kv for kv in settings if not kv.startswith("k="))
-            label = f"{m.group(1)}({rest})" if rest else m.group(1)
-            curves[f"{label} data={g.data}" if several else label].append((int(k), g))
+        found = split_k(g.strategy)
+        if found and g.n:
+            label, k = found
+            curves[f"{label} data={g.data}" if several else label].append((k, g))
     curves = {label: pts for label, pts in curves.items() if len(pts) > 1}
     if not curves:
         return None

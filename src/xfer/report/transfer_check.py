@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xfer.report.labels import split_k
 from xfer.report.summary import Group, Summary
 
 SCORE_KEYS = {"logme": "LogME", "h_score": "H-score", "knn_acc": "k-NN", "probe_acc": "probe"}
-_K = re.compile(r"^(?:[\w./-]+/)?((?:freeze|transfer)_first_k)\((.*)\)$")
+FAMILIES = ("freeze_first_k", "transfer_first_k")
 
 
 def kendall_tau(x: list[float], y: list[float]) -> float | None:
@@ -45,11 +45,11 @@ def kendall_tau(x: list[float], y: list[float]) -> float | None:
 
 def layer_k(label: str) -> tuple[str, int] | None:
     """``freeze_first_k(k=2, ...)`` -> (``freeze_first_k``, 2); None for other labels."""
-    m = _K.match(label)
-    if not m:
+    found = split_k(label)
+    if not found:
         return None
-    found = re.search(r"(?:^|,\s*)k=(\d+)", m.group(2))
-    return (m.group(1), int(found.group(1))) if found else None
+    family = found[0].split("(")[0].rsplit("/", 1)[-1]  # without the experiment prefix and other settings
+    return (family, found[1]) if family in FAMILIES else None
 
 
 def read_reports(folder: Path) -> dict[int, dict[str, Any]]:
