@@ -188,6 +188,7 @@ TOP: dict[str, Any] = {
     "reinit_seed_offset": integer(0),
     "trunk_cache_wait_s": number(gt=0),
     "random_trunk": BOOL,
+    "target_adapter_from_source": BOOL,
     "source_stage": SOURCE_STAGE,
     "analysis": ANALYSIS,
 }

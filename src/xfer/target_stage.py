@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from xfer import build, predictions
 from xfer.checkpoints import load_checkpoint, load_trunk
 from xfer.data.module import SplitDataModule
+from xfer.errors import ConfigError
 from xfer.freezing import Freezing
 from xfer.models.ecosystem import EcosystemTrunk
 from xfer.models.module import TransferModule
@@ -127,7 +128,27 @@ def build_target(cfg: DictConfig, freezing: Freezing, target: SplitDataModule,
         load_trunk(trunk, pretrained)
     parts = TargetBuild(cfg, trunk, rng, target, pretrained)
     module, data = freezing.prepare(parts)
+    if cfg.get("target_adapter_from_source") and pretrained is not None:
+        load_source_adapter(module.adapter, pretrained, cfg)
     return module, data, parts
+
+
+def load_source_adapter(adapter: torch.nn.Module, pretrained: Mapping[str, torch.Tensor], cfg: DictConfig) -> None:
+    """``target_adapter_from_source``: the target adapter starts from the source stage's trained adapter
+    (the same kind of adapter on the same kind of input: an image model reading rendered text), or one line
+    saying why it cannot. Runs without a source model (scratch, frozen_random) keep their fresh adapter."""
+    state = {k[len("adapter."):]: v for k, v in pretrained.items() if k.startswith("adapter.")}
+    own = adapter.state_dict()
+    bad = sorted(k for k in set(own) | set(state) if k not in own or k not in state or own[k].shape != state[k].shape)
+    if bad:
+        k = bad[0]
+        shapes = (f"{tuple(state[k].shape) if k in state else 'missing'} in the source adapter, "
+                  f"{tuple(own[k].shape) if k in own else 'missing'} in the target's")
+        raise ConfigError(f"target_adapter_from_source=true: the source adapter "
+                          f"({OmegaConf.select(cfg, 'source_adapter._target_')}) does not fit the target adapter "
+                          f"({OmegaConf.select(cfg, 'target_adapter._target_')}): {k} is {shapes}; allowed: the same "
+                          f"adapter on inputs of the same shape and channels, or target_adapter_from_source=false")
+    adapter.load_state_dict(state, strict=True)
 
 
 def best_predictions(cfg: DictConfig, module: TransferModule, dm, trainer: pl.Trainer) -> dict[str, Any] | None:
