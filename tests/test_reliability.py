@@ -1,7 +1,9 @@
 """Reliability (issue 6): bad input, interruptions and untrusted files never cost a user their work.
 
 Config validation at load, resume after SIGKILL, atomic writes, untrusted checkpoints and cache
-entries, mismatched checkpoints, NaN losses, and eval.py reproducing a run's test accuracy.
+entries, mismatched checkpoints, NaN losses, and eval.py reproducing a run's test accuracy. Issue 18:
+faults of the machine (an absent accelerator, a read-only home, a full disk), a one-class data set,
+and SIGTERM / Ctrl-C (status interrupted, exit 143 / 130, then resume=last).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import os
 import pickle
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,7 +26,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import QUICK, ROOT, choice_overrides, load_results, results_files, run_in_process, run_train
+from conftest import QUICK, ROOT, RunFailed, choice_overrides, load_results, results_files, run_in_process, run_train
 from xfer.argv import CONF_DIR
 from xfer.schema import ConfigError, validate
 
@@ -471,3 +474,362 @@ def test_eval_reproduces_the_runs_test_accuracy(reference_run: Path, shared_home
 def test_eval_bad_input_is_one_line(home: Path, args: list[str], needles: list[str]):
     proc = run_train(args, home, check=False, script="eval.py")
     _one_line_error(proc, *needles, code=2)
+
+
+# -- faults of the machine (issue 18) ---------------------------------------------------------------
+def test_an_absent_accelerator_is_one_line(monkeypatch):
+    """trainer.accelerator must name a device this machine has (here: as if it had a CPU only)."""
+    import xfer.machine as machine
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(machine, "accelerators_here", lambda: ["cpu"])
+    for accelerator, needle in [("gpu", "no CUDA GPU or Apple MPS device is visible on this machine"),
+                                ("cuda", "no CUDA GPU is visible on this machine"),
+                                ("mps", "Apple's MPS device is not available on this machine")]:
+        with pytest.raises(ConfigError, match=re.escape(f"trainer.accelerator={accelerator}: {needle}") +
+                           r".*; allowed here: cpu \(or auto\)$"):
+            machine.check_accelerator(OmegaConf.create({"accelerator": accelerator, "devices": 1}))
+    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpux: not an accelerator; allowed: auto, cpu, cuda, "
+                                          r"gpu, mps, tpu \(this machine: cpu\)"):
+        machine.check_accelerator(OmegaConf.create({"accelerator": "gpux"}))
+    for fine in ("cpu", "auto", "CPU"):
+        machine.check_accelerator(OmegaConf.create({"accelerator": fine, "devices": 2}))
+    # one GPU here, trainer=ddp asks for 2
+    monkeypatch.setattr(machine, "accelerators_here", lambda: ["cpu", "gpu", "cuda"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"trainer.devices=2: this machine has 1 CUDA GPU; allowed here: 1..1, "
+                                          r"-1 \(all of them\) or auto"):
+        machine.check_accelerator(OmegaConf.create({"accelerator": "gpu", "devices": 2}))
+    machine.check_accelerator(OmegaConf.create({"accelerator": "cuda", "devices": 1}))
+
+
+def test_trainer_gpu_without_a_gpu_fails_at_load(home: Path, monkeypatch, capsys, caplog):
+    import xfer.machine as machine
+
+    if torch.cuda.is_available():  # this machine has one: as if it had none
+        monkeypatch.setattr(machine, "accelerators_here", lambda: ["cpu"])
+    with pytest.raises(RunFailed) as stop:
+        run_in_process(["experiment=img2txt", *QUICK, "trainer=gpu"], home)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: trainer.accelerator=gpu: no CUDA GPU or Apple MPS device is visible on this "
+                           "machine") and line.endswith("; allowed here: cpu (or auto)"), line
+    assert "source stage: training" not in caplog.text  # checked before the source stage
+    assert not (home / "cache").exists()
+
+
+def test_a_csv_with_a_single_class_is_one_line(home: Path, tmp_path: Path, capsys, caplog):
+    csv = tmp_path / "one_class.csv"
+    csv.write_text("text,label\n" + "".join(f"review number {i} of a film,pos\n" for i in range(60)))
+    with pytest.raises(RunFailed) as stop:
+        run_in_process(["experiment=img2txt", *QUICK, "target=csv", f"target.reader.path={csv}"], home)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line == ("error: data set 'csv' has only one class, 'pos'; a classification task needs at least two "
+                    "classes (check target.reader.label_column and the file)"), line
+    assert "source stage: training" not in caplog.text  # found when the target data loads, before training
+    [path] = results_files(home)
+    assert load_results(path)["status"] == "failed" and load_results(path)["error_type"] == "DataError"
+
+
+def _read_only(folder: Path) -> list[str] | None:
+    """A command prefix under which ``folder`` cannot be written, or None where this machine cannot make one.
+    Not root: chmod 0555 (EACCES). Root ignores file modes, so there a read-only bind mount of ``folder`` in
+    a private mount namespace (EROFS, the issue's case) stands in for the chmod."""
+    if os.geteuid() != 0:
+        for sub in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+            sub.chmod(0o555)
+        return []
+    if shutil.which("unshare") is None:
+        return None
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), "touch", str(folder / "probe")],
+                           capture_output=True, text=True)
+    if "Read-only file system" not in probe.stderr:
+        return None
+    return ["unshare", "-m", "sh", "-c", script, str(folder)]
+
+
+def _earlier_work(home: Path) -> dict[str, str]:
+    """A results.json and a trunk cache entry that were in the home before: their hashes."""
+    from xfer.cache import TrunkCache
+
+    earlier = home / "logs" / "img2txt" / "runs" / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "results.json").write_text(json.dumps({"status": "ok", "seed": 0}))
+    TrunkCache(home / "cache" / "trunks").store("k0", {"trunk.w": torch.ones(3)}, {"key": "k0"})
+    return _hashes(home)
+
+
+def _earlier_work_loads(home: Path) -> None:
+    from xfer.cache import TrunkCache
+
+    assert load_results(home / "logs" / "img2txt" / "runs" / "earlier" / "results.json")["status"] == "ok"
+    assert torch.equal(TrunkCache(home / "cache" / "trunks").load("k0")[0]["trunk.w"], torch.ones(3))
+
+
+def test_a_read_only_home_is_one_line_before_anything_trains(tmp_path: Path):
+    home = tmp_path / "home"
+    before = _earlier_work(home)
+    prefix = _read_only(home)
+    if prefix is None:
+        pytest.skip("running as root without unshare/mount: no way to make a folder read-only here")
+    try:
+        env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run([*prefix, sys.executable, str(ROOT / "train.py"), "experiment=img2txt", *QUICK],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        for sub in [home, *(p for p in home.rglob("*") if p.is_dir())]:
+            sub.chmod(0o755)
+    reason = "permission denied" if os.geteuid() != 0 else "a read-only file system"
+    _one_line_error(proc, f"cannot write to {home / 'logs' / 'img2txt' / 'runs'} ({reason})",
+                    "choose a writable home with XFER_HOME=<folder> or paths.root_dir=<folder>",
+                    code=2)
+    assert "source stage: training" not in proc.stdout + proc.stderr
+    assert _hashes(home) == before
+    _earlier_work_loads(home)
+
+
+def test_a_file_in_place_of_the_home_or_the_cache_is_one_line(tmp_path: Path, home: Path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file, not a folder\n")
+    proc = run_train(["experiment=img2txt", *QUICK], blocker, check=False)  # XFER_HOME=<a file>
+    _one_line_error(proc, f"cannot write to {blocker} (it is a file, not a folder)", "XFER_HOME=<folder>", code=2)
+    assert blocker.read_text() == "a file, not a folder\n"
+    # the trunk cache alone (paths.cache_dir): checked before the source stage, not when it stores the trunk
+    with pytest.raises(RunFailed) as stop:
+        run_in_process(["experiment=img2txt", *QUICK, f"paths.cache_dir={blocker}/trunks"], home)
+    assert stop.value.code == 2
+    [path] = results_files(home)
+    assert f"paths.cache_dir={blocker}/trunks: cannot write to {blocker} (it is a file, not a folder)" in \
+        load_results(path)["error"]
+
+
+# Two target epochs and no source stage: long enough to stop in epoch 2, short enough for a fast test.
+INTERRUPTIBLE = ["experiment=img2txt", "strategy=scratch", "trainer.max_epochs=2", "target.fraction=0.2",
+                 "trainer.limit_val_batches=2", "threads=1", "trainer.enable_progress_bar=false"]
+
+
+def test_a_folder_without_write_permission_is_one_line(tmp_path: Path, monkeypatch):
+    """What chmod 0555 does to a user who is not root (simulated: these tests may run as root): EACCES from
+    the trunk cache's write check, and from Hydra making the run folder."""
+    import errno
+
+    import xfer.machine as machine
+
+    def refused(dir=None, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/.xfer-write-check.x.tmp")
+
+    monkeypatch.setattr(machine.tempfile, "mkstemp", refused)
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(ConfigError, match=re.escape(
+            f"paths.cache_dir={tmp_path}/cache/trunks: cannot write to {tmp_path}/cache (permission denied); "
+            "choose a writable home with XFER_HOME=<folder> or paths.root_dir=<folder> or paths.cache_dir=<folder>")):
+        machine.check_writable(tmp_path / "cache" / "trunks", "paths.cache_dir")
+    assert machine.unwritable(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "logs" / "x"))) == (
+        f"cannot write to {tmp_path} (permission denied); choose a writable home with XFER_HOME=<folder> or "
+        "paths.root_dir=<folder>")
+    assert machine.unwritable(OSError(errno.EIO, "I/O error", str(tmp_path))) is None  # not a question of rights
+
+
+class _FullDisk:
+    """A file whose writes fail half-way with ENOSPC, as on a full disk."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def write(self, data: bytes) -> int:
+        self.fh.write(data[:len(data) // 2])
+        self.fh.flush()
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(home: Path, monkeypatch, capsys):
+    """ENOSPC while the target stage writes its second last.ckpt: the one of epoch 1 is still whole."""
+    import xfer.io
+
+    real_fdopen, writes = os.fdopen, []
+
+    def fdopen(fd, *args, **kwargs):
+        fh = real_fdopen(fd, *args, **kwargs)
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if f"{os.sep}target{os.sep}.last.ckpt." in name:
+            writes.append(name)
+            if len(writes) == 2:
+                return _FullDisk(fh)
+        return fh
+
+    monkeypatch.setattr(xfer.io.os, "fdopen", fdopen)
+    with pytest.raises(RunFailed) as stop:
+        run_in_process(INTERRUPTIBLE, home)
+    monkeypatch.undo()
+    assert stop.value.code == 1 and len(writes) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [run] = _run_dirs(home)
+    last = run / "checkpoints" / "target" / "last.ckpt"
+    line = err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: no space left on the device to write {re.escape(str(last))} \(\d+\.\d MB\): "
+                        rf"{re.escape(str(last.parent))} has \d+\.\d [kMGT]B free of \d+\.\d [kMGT]B; free some space, "
+                        r"or choose a home on another disk with XFER_HOME=<folder> or paths.root_dir=<folder>",
+                        line), line
+    assert torch.load(last, weights_only=True, map_location="cpu")["epoch"] == 0  # epoch 1's, whole
+    assert not list(last.parent.glob(".*.tmp"))  # the half-written temp file is gone
+    failed = load_results(run / "results.json")
+    assert failed["status"] == "failed" and failed["error_type"] == "DiskFullError" and failed["error"] == line[7:]
+
+
+def test_a_full_disk_at_the_trunk_cache_leaves_no_entry(home: Path, monkeypatch, capsys):
+    """safetensors reports ENOSPC as text (what the issue saw on a 6 MB tmpfs); no half entry stays."""
+    import xfer.cache
+    from safetensors import SafetensorError
+
+    def save_file(tensors, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"\0" * 1000)  # a partial file, as a full disk leaves
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(xfer.cache, "save_file", save_file)
+    with pytest.raises(RunFailed) as stop:
+        run_in_process(["experiment=img2txt", *QUICK], home)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    cache = home / "cache" / "trunks"
+    [entry_file] = {Path(m) for m in re.findall(r"to write (\S+) \(", line)}
+    assert entry_file.parent.parent == cache and entry_file.name == "source_model.safetensors", line
+    assert re.search(r"\(\d+\.\d [kM]B\): .* has \d+\.\d [kMGT]B free of", line), line
+    assert list(cache.iterdir()) == [cache / f"{entry_file.parent.name}.lock"]  # no entry, no temp folder
+    [path] = results_files(home)
+    assert load_results(path)["status"] == "failed" and load_results(path)["error_type"] == "DiskFullError"
+
+
+@pytest.mark.slow  # the injected ENOSPC tests above stay fast; make test-full
+def test_a_real_full_disk_is_one_line(tmp_path: Path):
+    """The issue's case, where this machine can make it: the home on a 6 MB tmpfs (root, a private mount
+    namespace). The trunk cache entry (1 MB) is the write that no longer fits."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a small tmpfs")
+    home = tmp_path / "tiny"
+    home.mkdir()
+    script = 'mount -t tmpfs -o size=6m tmpfs "$0" && cd "$0" && exec "$@"'
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", script, str(home), "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.strip()}")
+    env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    check = "; ".join(['import json, pathlib, sys', 'home = pathlib.Path(sys.argv[1])',
+                       'print(json.dumps({"tmp": [str(p) for p in home.rglob("*.tmp")], '
+                       '"cache": sorted(p.name for p in (home / "cache" / "trunks").iterdir()), '
+                       '"results": [json.loads(p.read_text()) for p in home.rglob("results.json")]}))'])
+    # train, then look inside the tmpfs before the namespace (and the tmpfs) goes away
+    proc = subprocess.run(["unshare", "-m", "sh", "-c",
+                           f'mount -t tmpfs -o size=6m tmpfs "$0" && "$@"; echo "exit=$?" >&2; '
+                           f'{shlex.quote(sys.executable)} -c {shlex.quote(check)} "$0"', str(home),
+                           sys.executable, str(ROOT / "train.py"), "experiment=img2txt", *QUICK],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == "exit=1", proc.stderr[-3000:]
+    failed = subprocess.CompletedProcess(proc.args, 1, proc.stdout, "\n".join(lines[:-1]))
+    line = _one_line_error(failed, "error: no space left on the device to write "
+                                   f"{home}/cache/trunks/", "/source_model.safetensors (", "free of 6.", code=1)
+    inside = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert inside["tmp"] == [] and all(name.endswith(".lock") for name in inside["cache"]), inside
+    [results] = inside["results"]
+    assert results["status"] == "failed" and results["error"] == line[len("error: "):]
+
+
+def _wait_then_signal(proc: subprocess.Popen, home: Path, sig: int, timeout: float = 300) -> Path:
+    """Send ``sig`` once the target stage has written its first last.ckpt (it is then in epoch 2); the run folder."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        runs = _run_dirs(home)
+        if runs and (runs[0] / "checkpoints" / "target" / "last.ckpt").exists():
+            time.sleep(0.05)
+            proc.send_signal(sig)
+            return runs[0]
+        time.sleep(0.005)
+    raise AssertionError(f"the run ended before the target stage could be interrupted: {proc.returncode}")
+
+
+def test_sigterm_in_the_target_stage_exits_143_and_resume_last_finishes(home: Path):
+    env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    args = INTERRUPTIBLE
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = _wait_then_signal(proc, home, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    line = _one_line_error(done, "interrupted by SIGTERM in the target stage, epoch 2 of 2 (1 finished",
+                           f"continue with: python train.py resume={run}", code=143)
+    stopped = load_results(run / "results.json")
+    assert stopped["status"] == "interrupted" and stopped["signal"] == "SIGTERM"
+    assert (stopped["stage"], stopped["epoch"], stopped["epochs_done"], stopped["max_epochs"]) == ("target", 2, 1, 2)
+    assert stopped["resume"] == f"python train.py resume={run}" and stopped["error"] == line[len("error: "):]
+    assert stopped["last_checkpoint"] == str(run / "checkpoints" / "target" / "last.ckpt")
+    before = _hashes(run)
+
+    resumed = run_in_process([*args, "resume=last"], home)  # resume=last picks the interrupted run
+    assert resumed["status"] == "ok"
+    assert resumed["resumed_from"]["run_dir"] == str(run) and resumed["resumed_from"]["epoch"] == 0
+    final = Path(resumed["run_dir"]) / "checkpoints" / "target" / "last.ckpt"
+    assert torch.load(final, weights_only=True, map_location="cpu")["epoch"] == 1  # both epochs
+    assert _hashes(run) == before  # the interrupted run's folder is only read
+
+
+def test_ctrl_c_in_the_target_stage_exits_130_with_results(home: Path, capsys):
+    """SIGINT in-process (the run's main thread gets KeyboardInterrupt, as under a terminal's Ctrl-C)."""
+    stop_sent: list[Path] = []
+
+    def interrupter() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not stop_sent:
+            runs = _run_dirs(home)
+            if runs and (runs[0] / "checkpoints" / "target" / "last.ckpt").exists():
+                stop_sent.append(runs[0])
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=interrupter, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(RunFailed) as stop:
+            run_in_process(INTERRUPTIBLE, home)
+    finally:
+        stop_sent.append(Path("."))  # ends the thread if the run ended first
+        thread.join(timeout=10)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT after the first
+    assert stop.value.code == 130
+    run = stop_sent[0]
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: interrupted by SIGINT in the target stage, epoch 2 of 2 (1 finished"), line
+    stopped = load_results(run / "results.json")
+    assert stopped["status"] == "interrupted" and stopped["signal"] == "SIGINT" and stopped["epochs_done"] == 1
+
+
+def test_an_interrupted_run_is_not_counted_as_finished(tmp_path: Path):
+    """The summary takes every status but ok for a run that did not finish: an interrupted job is counted
+    with the failed ones (n=0, failed=1) and listed with its line."""
+    from xfer.report.summary import summarize
+
+    job = tmp_path / "sweep" / "0_finetune_f1.0_s0"
+    job.mkdir(parents=True)
+    (job / "results.json").write_text(json.dumps({
+        "status": "interrupted", "run_dir": str(job), "seed": 0, "strategy": {"name": "finetune"}, "fraction": 1.0,
+        "error": "interrupted by SIGTERM in the target stage, epoch 2 of 3"}))
+    s = summarize(tmp_path / "sweep")
+    assert not s.runs and [r["status"] for r in s.failed] == ["interrupted"]
+    assert [(g.strategy, g.n, g.failed) for g in s.groups] == [("finetune", 0, 1)]

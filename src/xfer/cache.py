@@ -3,8 +3,9 @@
 An entry is a folder ``<root>/<key>/`` holding ``source_model.safetensors`` (adapter, trunk and head
 of the source model; safetensors cannot run code when loaded) and ``meta.json`` (with the weights'
 sha256, checked on every load, so a damaged or swapped weights file is refused). Entries are built
-in a temp folder and renamed into place, so an entry either exists whole or not at all; a file lock
-makes concurrent jobs with the same key wait for the first instead of training twice.
+in a temp folder and renamed into place, so an entry either exists whole or not at all (a full disk
+leaves none, and says so in one line); a file lock makes concurrent jobs with the same key wait for
+the first instead of training twice.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from xfer.errors import CacheError
-from xfer.io import atomic_write_json
+from xfer.io import atomic_write_json, full_disk_named
 
 CACHE_VERSION = 1  # bump when the source stage changes in a way configs do not show
 MODEL_FILE, META_FILE = "source_model.safetensors", "meta.json"
@@ -85,7 +86,8 @@ class TrunkCache:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.", suffix=".tmp"))
         try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / MODEL_FILE))
+            with full_disk_named(final / MODEL_FILE, sum(v.numel() * v.element_size() for v in state.values())):
+                save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / MODEL_FILE))
             atomic_write_json(tmp / META_FILE, {**meta, CHECKSUM: file_sha256(tmp / MODEL_FILE)})
             if final.exists():  # a stale partial entry from an older layout; replace it whole
                 shutil.rmtree(final)

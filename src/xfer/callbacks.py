@@ -29,6 +29,11 @@ class LastEveryEpoch(ModelCheckpoint):
     def __init__(self, dirpath: str | os.PathLike):
         super().__init__(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1, save_last=False,
                          enable_version_counter=False)
+        self.epochs_saved = 0  # the epochs last.ckpt holds: where a resume continues (an interrupted run says it)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self.epochs_saved = trainer.current_epoch + 1  # saved at an epoch's end, before Lightning counts it
 
 
 def stage_checkpoints(dirpath: str | os.PathLike, monitor: str, mode: str, save_last: bool | str

@@ -6,9 +6,12 @@
 * ``state_mismatch`` names the first difference between a checkpoint's weights and the model the
   config builds (block count, a missing key, a shape), for a one-line error instead of PyTorch's
   wall of missing/unexpected keys; ``trunk_check`` and ``load_trunk`` apply it to the trunk.
+* ``AtomicCheckpointIO`` writes them the way xfer.io writes everything else: a temp file in the same
+  folder, renamed into place.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -19,8 +22,10 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from xfer.errors import CacheError, CheckpointError
+from xfer.io import atomic_write_bytes
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -111,3 +116,17 @@ def run_dir_of(ckpt: Path) -> Path | None:
     """``<run>/checkpoints/<stage>/x.ckpt`` -> ``<run>`` when that folder holds a Hydra config."""
     run = ckpt.resolve().parents[2] if len(ckpt.resolve().parents) > 2 else None
     return run if run is not None and (run / ".hydra" / "config.yaml").is_file() else None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writes, made atomic in the checkpoint's own folder. Lightning writes a local
+    checkpoint to the system temp folder and then moves it, which across file systems copies it in place:
+    a full disk (or a kill) mid-copy leaves a truncated ``last.ckpt`` where the previous one was. Here
+    the previous file stays until the new one is whole, and a full disk is one line naming the file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own way
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())

@@ -4,7 +4,7 @@ the entry points print it as one ``error:`` line, with no traceback, and exit wi
 * exit 2, ``InputError``: what the user gave is wrong, found before anything trains (a config key or
   value, a freezing strategy that cannot apply to the trunk, a checkpoint that is unsafe or does not fit);
 * exit 1, ``XferError``: a run that started and failed (missing or inconsistent data, a damaged cache
-  entry, a NaN loss, a sweep folder the summary cannot be honest about).
+  entry, a NaN loss, a full disk, a sweep folder the summary cannot be honest about).
 """
 from __future__ import annotations
 
@@ -43,6 +43,10 @@ class CacheError(XferError, RuntimeError):
 
 class NonFiniteLossError(XferError, RuntimeError):
     """Training produced a NaN or infinite loss."""
+
+
+class DiskFullError(XferError, RuntimeError):
+    """A write failed for want of space (ENOSPC): the message names the file and the space left."""
 
 
 class ReportError(XferError, ValueError):

@@ -1,6 +1,6 @@
-"""Hydra's own errors (an override of a key the config lacks, bad override syntax, a missing config) as
-one ``error:`` line with exit 2, instead of Hydra's several lines. HYDRA_FULL_ERROR=1 keeps Hydra's
-full report."""
+"""Hydra's own errors (an override of a key the config lacks, bad override syntax, a missing config, a
+run folder it cannot make) as one ``error:`` line with exit 2, instead of Hydra's several lines.
+HYDRA_FULL_ERROR=1 keeps Hydra's full report."""
 from __future__ import annotations
 
 import contextlib
@@ -64,6 +64,18 @@ def one_line_hydra_errors() -> Iterator[None]:
         yield
     except (HydraException, OmegaConfBaseException) as err:
         print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # Hydra makes the run (or sweep) folder before the job starts: a read-only home
+        from xfer.io import disk_full_error, is_disk_full
+        from xfer.machine import unwritable
+
+        line = unwritable(err)
+        if line is None and is_disk_full(err) and err.filename:
+            print(f"error: {disk_full_error(err.filename, in_folder=True)}", file=sys.stderr)
+            sys.exit(1)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     except ValueError as err:  # Hydra's defaults list raises a plain ValueError for <group>=null
         if "Config group override must be" not in str(err):

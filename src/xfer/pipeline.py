@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from xfer import build, predictions, results
+from xfer import build, machine, predictions, results
 from xfer.analysis import similarity
 from xfer.callbacks import WeightDrift
 from xfer.freezing.groups import count_trained
@@ -24,6 +24,7 @@ from xfer.target_stage import best_predictions, best_val_accuracy, build_target,
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run both stages for one config; write results.json into the run folder and return it."""
     validate(cfg)  # one-line ConfigError for a bad key or value, before anything loads or trains
+    machine.check(cfg)  # the accelerator asked for, a writable trunk cache: one line, before anything trains
     started, started_unix = time.perf_counter(), time.time()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

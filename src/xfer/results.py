@@ -1,7 +1,8 @@
-"""results.json, the one record of a run (also of a failed one), and what the console and TensorBoard
-show of it. Every field is built here; the pipeline hands over what the stages measured."""
+"""results.json, the one record of a run (also of a failed or an interrupted one), and what the console
+and TensorBoard show of it. Every field is built here; the pipeline hands over what the stages measured."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -93,6 +94,64 @@ def write_failure(cfg: DictConfig, err: BaseException, message: str) -> None:
                                            **_run_fields(cfg, {"name": freezing_name(cfg)})})
     except Exception:  # noqa: BLE001 - never let reporting hide the real error
         pass
+
+
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this run: ``resume=<run folder>`` (which reuses its overrides); for a
+    sweep job, the sweep's command with ``resume=last``, which continues every job that has not finished."""
+    import shlex
+    import sys
+
+    from xfer.runtime import is_multirun
+
+    if not is_multirun():
+        return f"python train.py resume={shlex.quote(str(cfg.paths.output_dir))}"
+    argv = sys.argv[1:] if Path(sys.argv[0]).name == "train.py" else None  # a launcher's worker has its own argv
+    if argv is None:
+        return "the sweep's python train.py -m ... command with resume=last"
+    kept = [shlex.quote(a) for a in argv
+            if a not in ("-m", "--multirun") and not a.startswith(("resume=", "ckpt_path="))]
+    return " ".join(["python train.py -m", *kept, "resume=last"])
+
+
+def write_interrupted(cfg: DictConfig, signal_name: str, progress: Any | None, write: bool = True) -> str:
+    """results.json of a run a signal stopped (``status: interrupted``): the stage and epoch it reached
+    (``progress``, a ``xfer.stage.Progress``; None outside a stage's training) and the command that
+    resumes it. Returns the one-line message. A results.json that is already complete is kept."""
+    command = resume_command(cfg)
+    path = Path(cfg.paths.output_dir) / FILE
+    where: dict[str, Any] = {"stage": None, "epoch": None, "epochs_done": None, "max_epochs": None,
+                             "last_checkpoint": None}
+    if progress is None:
+        text = f"interrupted by {signal_name} outside a stage's training"
+    else:
+        last = progress.last_ckpt if progress.last_ckpt.is_file() else None
+        where = {"stage": progress.stage, "epoch": min(progress.epochs_done + 1, progress.max_epochs),
+                 "epochs_done": progress.epochs_done, "max_epochs": progress.max_epochs,
+                 "last_checkpoint": None if last is None else str(last)}
+        if progress.epochs_done >= progress.max_epochs:
+            text = (f"interrupted by {signal_name} in the {progress.stage} stage, after its "
+                    f"{progress.max_epochs} epochs")
+        else:
+            kept = f", the last kept in {last}" if last is not None and progress.stage == "target" else ""
+            text = (f"interrupted by {signal_name} in the {progress.stage} stage, epoch {where['epoch']} of "
+                    f"{progress.max_epochs} ({progress.epochs_done} finished{kept})")
+    try:
+        complete = json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        complete = False
+    if complete:
+        return f"{text}; its results.json was already complete"
+    again = " (the source stage starts again)" if progress is not None and progress.stage == "source" else ""
+    message = f"{text}; results.json says status: interrupted; continue with: {command}{again}"
+    if write:
+        try:
+            atomic_write_json(path, {"status": "interrupted", "signal": signal_name, "error": message,
+                                     "error_type": "Interrupted", **where, "resume": command,
+                                     **_run_fields(cfg, {"name": freezing_name(cfg)})})
+        except Exception:  # noqa: BLE001 - never let reporting hide the interruption
+            pass
+    return message
 
 
 def log_hparams(trainer: Any, cfg: DictConfig, results: dict[str, Any]) -> None:

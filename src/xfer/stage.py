@@ -8,9 +8,21 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from xfer import build
-from xfer.callbacks import stage_timing
+from xfer.callbacks import LastEveryEpoch, stage_timing
+from xfer.checkpoints import AtomicCheckpointIO
+
+
+@dataclass
+class Progress:
+    """How far a stage got when a signal stopped it: ``epochs_done`` finished epochs of ``max_epochs``
+    (the last of them in ``last_ckpt``, when it exists)."""
+    stage: str
+    epochs_done: int
+    max_epochs: int
+    last_ckpt: Path
 
 
 @dataclass
@@ -25,14 +37,24 @@ def fit_and_test(cfg: DictConfig, module: pl.LightningModule, dm: pl.LightningDa
                  stage: str, callbacks: list, ckpt_path: str | None = None, **trainer_overrides: Any
                  ) -> tuple[StageResult, pl.Trainer]:
     """Fit ``module`` (from ``ckpt_path`` when resuming), then test its best checkpoint, except where a
-    tuning trial of the target stage must never look at the test split (``eval_test=false``)."""
+    tuning trial of the target stage must never look at the test split (``eval_test=false``). A signal
+    that stops it leaves with how far the stage got (``xfer_progress``), for the failure policy."""
     start = time.perf_counter()
     trainer = build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
-    best = None if trainer.fast_dev_run else "best"
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a configured plugin stays
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     tested = [{}]
-    if stage != "target" or cfg.get("eval_test", True):
-        tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        best = None if trainer.fast_dev_run else "best"
+        if stage != "target" or cfg.get("eval_test", True):
+            tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+    except BaseException as stop:
+        if not isinstance(stop, Exception):  # a signal (SIGTERM, Ctrl-C): where it stopped, for results.json
+            saved = max((cb.epochs_saved for cb in trainer.callbacks if isinstance(cb, LastEveryEpoch)), default=0)
+            stop.xfer_progress = Progress(stage, max(int(trainer.current_epoch), saved),  # type: ignore[attr-defined]
+                                          int(trainer.max_epochs or 0), run_dir / "checkpoints" / stage / "last.ckpt")
+        raise
     ckpt = trainer.checkpoint_callback
     best_val = float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None
     return StageResult(dict(tested[0]), time.perf_counter() - start, best_val,

@@ -162,6 +162,14 @@ class SplitDataModule(pl.LightningDataModule):
             pool = pool[keep] if isinstance(pool, np.ndarray) else [pool[i] for i in keep]
             names = [names[c] for c in self.classes]
         self.class_names = list(names)
+        if len(names) < 2:  # nothing to classify; later code (metrics, the confusion matrix) assumes two
+            found = f"only one class, {names[0]!r}" if names else "no classes"
+            # target.* keys: build.datamodule names the side the data set is used on
+            hint = ("target.classes keeps only one" if self.classes is not None
+                    else "check target.reader.label_column and the file" if readers.takes(self.reader, "label_column")
+                    else "check the file")
+            raise DataError(f"data set '{self.name}' has {found}; a classification task needs at least two "
+                            f"classes ({hint})")
 
         index: dict[str, np.ndarray] = {s: np.flatnonzero(tag == s) for s in SPLITS}
         if group is not None:

@@ -1,0 +1,119 @@
+"""What a run needs of this machine, checked at load, before anything trains: the accelerator (and
+device count) the trainer asks for, and folders it can write. Each missing piece is one ``ConfigError``
+line (exit 2) that names the setting and what this machine offers, instead of a traceback after the
+source stage has trained (``No supported gpu backend found!``) or four of them when the home is
+read-only."""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from xfer.errors import ConfigError
+
+HOME_HINT = "choose a writable home with XFER_HOME=<folder> or paths.root_dir=<folder>"
+# errno values that mean a folder cannot be written to (a file standing where a folder should be counts);
+# a full disk (ENOSPC) is xfer.io's
+_UNWRITABLE = {errno.EROFS: "a read-only file system", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied", errno.ENOTDIR: "a file is in the way of a folder",
+               errno.EEXIST: "a file is in the way of a folder"}
+
+
+def accelerators_here() -> list[str]:
+    """The ``trainer.accelerator`` values this machine can run (``auto`` aside): cpu, and gpu/cuda/mps/tpu
+    where Lightning finds the device."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    found = {n for n in AcceleratorRegistry.available_accelerators()
+             if AcceleratorRegistry[n]["accelerator"].is_available()}
+    if found & {"cuda", "mps"}:
+        found.add("gpu")  # Lightning's gpu: cuda, else mps
+    order = ["cpu", "gpu", "cuda", "mps", "tpu"]
+    return sorted(found, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def _missing(accelerator: str) -> str:
+    if accelerator in ("gpu", "cuda"):
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+        why = f" (CUDA_VISIBLE_DEVICES={hidden!r})" if hidden is not None else ""
+        return f"no CUDA GPU{' or Apple MPS device' if accelerator == 'gpu' else ''} is visible on this machine{why}"
+    if accelerator == "mps":
+        return "Apple's MPS device is not available on this machine"
+    return f"no {accelerator.upper()} device is visible on this machine"
+
+
+def check_accelerator(trainer: DictConfig) -> None:
+    """``trainer.accelerator`` (and, for CUDA, ``trainer.devices``) must name what this machine has."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    accelerator = trainer.get("accelerator", "auto")
+    if not isinstance(accelerator, str) or accelerator.lower() in ("auto", "cpu"):
+        return
+    name = accelerator.lower()
+    here = accelerators_here()
+    known = sorted({"auto", "gpu", *AcceleratorRegistry.available_accelerators()})
+    if name not in known:
+        raise ConfigError(f"trainer.accelerator={accelerator}: not an accelerator; allowed: {', '.join(known)} "
+                          f"(this machine: {', '.join(here)})")
+    if name not in here:
+        raise ConfigError(f"trainer.accelerator={accelerator}: {_missing(name)}; allowed here: {', '.join(here)} "
+                          f"(or auto)")
+    import torch
+
+    devices = trainer.get("devices", "auto")
+    if name in ("gpu", "cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        wanted = (int(devices) if isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit())
+                  else len(devices) if not isinstance(devices, str) else None)
+        if wanted is not None and wanted > count:
+            raise ConfigError(f"trainer.devices={devices}: this machine has {count} CUDA GPU{'s' * (count != 1)}; "
+                              f"allowed here: 1..{count}, -1 (all of them) or auto")
+
+
+def unwritable(err: OSError) -> str | None:
+    """The one-line reason an OSError says a folder cannot be written (read-only, no permission, a file
+    in the way), naming the path; None for any other error."""
+    reason = _UNWRITABLE.get(err.errno or 0)
+    if reason is None or not err.filename:
+        return None
+    return f"cannot write to {_blocking(Path(err.filename), reason)}; {HOME_HINT}"
+
+
+def _blocking(path: Path, reason: str) -> str:
+    """The folder that refused the write (the nearest existing one on ``path``), or the file in the way."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if path.exists() and not path.is_dir():
+        return f"{path} (it is a file, not a folder)"
+    return f"{path} ({reason})"
+
+
+def check_writable(folder: str | os.PathLike, setting: str) -> None:
+    """``folder`` can take a new file: a real write (of an empty file, removed at once), because
+    ``os.access`` says yes to root on a folder that is chmod 0555. A folder not made yet is tried in its
+    nearest existing parent, where it would be made, so the check leaves nothing behind."""
+    path = Path(folder)
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".xfer-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = _UNWRITABLE.get(err.errno or 0)
+        if reason is None:
+            raise
+        where = _blocking(Path(err.filename or base), reason)
+        raise ConfigError(f"{setting}={path}: cannot write to {where}; {HOME_HINT} or {setting}=<folder>") from None
+
+
+def check(cfg: DictConfig) -> None:
+    """Everything this machine must offer the run, before anything trains: the accelerator, and a trunk
+    cache it can write (the run's own folder is Hydra's, made before the job starts)."""
+    check_accelerator(cfg.trainer)
+    if cfg.source_stage.enabled:
+        check_writable(cfg.paths.cache_dir, "paths.cache_dir")
