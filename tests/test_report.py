@@ -873,3 +873,26 @@ def test_the_summary_compares_seeds_and_strategies_by_cka_per_block(tmp_path: Pa
     assert "| scratch (n=1) |" in md and "scratch (1 pair" not in md  # the odd split is compared with nothing
     assert "(n/a: source mnist5k is image, target rt is text)" in md
     assert (tmp_path / "similarity.png").is_file() and "](similarity.png)" in md
+
+
+def test_an_interrupted_run_resumed_to_the_end_counts_once(tmp_path: Path):
+    stopped = tmp_path / "0_finetune_f1.0_s0"
+    stopped.mkdir()
+    (stopped / "results.json").write_text(json.dumps({
+        "status": "interrupted", "run_dir": str(stopped), "seed": 0, "strategy": {"name": "finetune"},
+        "fraction": 1.0, "error": "interrupted by SIGTERM in the target stage, epoch 2 of 3"}))
+    other = tmp_path / "1_finetune_f1.0_s1"  # interrupted, and never resumed: still listed
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({
+        "status": "interrupted", "run_dir": str(other), "seed": 1, "strategy": {"name": "finetune"},
+        "fraction": 1.0, "error": "interrupted by SIGTERM in the target stage, epoch 1 of 3"}))
+    done = _run(tmp_path, "finetune", 0, 0.7)
+    results = json.loads((done / "results.json").read_text())
+    results["resumed_from"] = {"checkpoint": str(stopped / "checkpoints/target/last.ckpt"), "run_dir": str(stopped),
+                               "epoch": 2}
+    (done / "results.json").write_text(json.dumps(results))
+    s = write_summary(tmp_path, plots=False)
+    assert [(g.strategy, g.n, g.failed) for g in s.groups] == [("finetune", 1, 1)]
+    md = (tmp_path / "summary.md").read_text()
+    assert "1 interrupted run resumed to the end in another folder, counted once" in md and stopped.name in md
+    assert "## Failed or interrupted jobs" in md and "| 1_finetune_f1.0_s1 |" in md

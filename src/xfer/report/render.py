@@ -109,7 +109,8 @@ def to_markdown(s: Summary, plots: bool = True) -> str:
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     if s.failed:
-        lines += ["", "## Failed jobs", "", "| run | strategy | data | seed | error |", "|---|---|---|---:|---|"]
+        title = "Failed or interrupted jobs" if any(r.get("status") == "interrupted" for r in s.failed) else "Failed jobs"
+        lines += ["", f"## {title}", "", "| run | strategy | data | seed | error |", "|---|---|---|---:|---|"]
         for r in s.failed:
             lines.append(f"| {Path(r.get(DIR, r.get('run_dir', '?'))).name} | {(r.get('strategy') or {}).get('name')} "
                          f"| {r.get('fraction') if r.get('samples_per_class') is None else r.get('samples_per_class')} "

@@ -332,6 +332,11 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
     runs, incomplete = collect(folders)
     ok = [r for r in runs if r.get("status") == "ok"]
     failed = [r for r in runs if r.get("status") != "ok"]
+    # an interrupted run that a later run resumed to the end (resume= continues in a new folder) is that run
+    resumed = {str(Path(r["resumed_from"]["run_dir"]).resolve()) for r in ok
+               if isinstance(r.get("resumed_from"), dict) and r["resumed_from"].get("run_dir")}
+    continued = [r for r in failed if r.get("status") == "interrupted" and str(Path(r[DIR]).resolve()) in resumed]
+    failed = [r for r in failed if r not in continued]
     unscored = {id(r) for r in ok if not isinstance(((r.get("target") or {}).get("test") or {}).get(metric),
                                                     (int, float))}
     val_only = [r for r in ok if id(r) in unscored and r.get("eval_test") is False]
@@ -347,6 +352,10 @@ def summarize(folders: Folders, reference: str = DEFAULT_REFERENCE, keep_newest:
     s = Summary(as_folders(folders), groups, [], {}, {}, reference, failed, incomplete, ok, [], kept, bootstrap,
                 tuple(f"{a}:{b}" for a, b in pairs), alpha, metric)
     made: set[tuple[str, str]] = set()
+    if continued:
+        s.notes.append(f"{len(continued)} interrupted run{'s' if len(continued) > 1 else ''} resumed to the end in "
+                       f"another folder, counted once, as the run that finished: "
+                       + ", ".join(Path(r[DIR]).name for r in continued) + ".")
     if val_only:
         s.notes.append(f"{len(val_only)} validation-only run{'s' if len(val_only) > 1 else ''} (eval_test=false: "
                        "tuning trials, which never evaluate the test split) left out of this summary.")
