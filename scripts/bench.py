@@ -278,7 +278,7 @@ def bench_diagnostics(args, out: dict[str, Any]) -> None:
     dm = build.datamodule(cfg.target, cfg.seed)
     epochs, diagnostics, ckas = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(1 if args.quick else 2):  # interleaved: the machine's noise hits all alike
+        for rep in range(1 if args.quick else 3):  # interleaved: the machine's noise hits all alike
             fit = lightning_fit(cfg, dm, Path(tmp) / f"fit{rep}", keep=True)
             epochs.append(fit["wall_s"])
             start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Transferability scores of fixed features, and linear CKA. Pure functions of arrays (numpy or torch),
-computed in float64 with numpy (torch only for the linear probe's L-BFGS, imported there: the summary
-imports this module for CKA without torch); each returns a Python float.
+computed in float64 with numpy (and scipy's L-BFGS-B for the linear probe), never importing torch: the
+summary imports this module for CKA; each returns a Python float.
 Bad input is a one-line ValueError naming the value and what is allowed."""
 from __future__ import annotations
 
@@ -263,7 +263,8 @@ def linear_probe_accuracy(train_x: Any, train_y: Any, val_x: Any, val_y: Any, we
     """Accuracy on val of a linear probe (as in Kornblith, Shlens & Le, CVPR 2019, "Do Better ImageNet
     Models Transfer Better?"): multinomial logistic regression on the features standardised with the
     training mean and std, minimising mean cross-entropy + weight_decay/2 |W|^2 (bias not penalised)
-    full batch with L-BFGS (strong Wolfe line search) in float64, at most ``max_iter`` iterations, from a
+    full batch with scipy's L-BFGS-B in float64 (the loss and its gradient in closed form), at most
+    ``max_iter`` iterations, from a
     seeded initialisation: deterministic. The penalty is fixed, never tuned on these data. Only classes
     present in train_y can be predicted."""
     tx, ty, vx, vy = _pair(train_x, train_y, val_x, val_y)
@@ -277,27 +278,25 @@ def linear_probe_accuracy(train_x: Any, train_y: Any, val_x: Any, val_y: Any, we
     mean, std = tx.mean(0), tx.std(0)
     std = np.where(std > 1e-12, std, 1.0)
     classes, codes = np.unique(ty, return_inverse=True)
-    import torch
+    from scipy.optimize import minimize
 
-    with torch.inference_mode(False), torch.enable_grad():  # callers may sit inside no_grad / inference_mode
-        x = torch.as_tensor((tx - mean) / std, dtype=torch.float64)
-        v = torch.as_tensor((vx - mean) / std, dtype=torch.float64)
-        y = torch.as_tensor(codes, dtype=torch.int64)
-        gen = torch.Generator().manual_seed(int(seed))
-        w = (0.01 * torch.randn(x.shape[1], len(classes), generator=gen, dtype=torch.float64)).requires_grad_()
-        b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-9, tolerance_change=1e-9)
+    x, v = (tx - mean) / std, (vx - mean) / std
+    n, d, c = x.shape[0], x.shape[1], len(classes)
+    onehot = np.eye(c)[codes]
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(x @ w + b, y) + wd / 2 * (w ** 2).sum()
-            loss.backward()
-            return loss
+    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:  # in closed form
+        w, b = theta[:d * c].reshape(d, c), theta[d * c:]
+        logits = x @ w + b
+        logp = logits - logits.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+        residual = (np.exp(logp) - onehot) / n
+        loss = -float((onehot * logp).sum()) / n + wd / 2 * float((w ** 2).sum())
+        return loss, np.concatenate([(x.T @ residual + wd * w).ravel(), residual.sum(0)])
 
-        opt.step(closure)
-        with torch.no_grad():
-            pred = classes[(v @ w + b).argmax(1).numpy()]
+    start = np.concatenate([0.01 * np.random.default_rng(int(seed)).standard_normal(d * c), np.zeros(c)])
+    theta = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B",
+                     options={"maxiter": max_iter, "gtol": 1e-6, "ftol": 1e-10}).x
+    pred = classes[(v @ theta[:d * c].reshape(d, c) + theta[d * c:]).argmax(1)]
     return float(np.mean(pred == vy))
 
 

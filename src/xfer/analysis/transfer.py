@@ -41,7 +41,7 @@ TOP_SCORES = ("leep", "nce")                         # at the top, through the s
 
 @dataclass(frozen=True)
 class TransferSettings:
-    max_train: int = 2000          # target training examples scored (a seeded sample when there are more)
+    max_train: int = 1000          # target training examples scored (a seeded sample when there are more)
     max_val: int = 1000            # target val examples the k-NN and the probe are scored on
     warmup_steps: int = 30         # adapter-only steps before scoring, where no trained adapter applies
     knn_k: int = 20
