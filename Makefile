@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The install re-runs only when these files change (idempotent otherwise).
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: install train test test-full sweep tune bench tb clean help
+.PHONY: install train test test-full sweep study tune bench tb clean help
 
 help:
 	@echo "make install    create $(VENV) and install xfer (first time only)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test       install, then the fast test suite"
 	@echo "make test-full  install, then every test, slow ones included"
 	@echo "make sweep      install, then the main strategies and controls x 5 seeds on img2txt, with a summary"
+	@echo "make study      install, then the study (STUDY=cpu, or full on a GPU machine): its sweeps, then docs/results.md"
 	@echo "make tune       install, then scripts/tune.py: tune each strategy's lrs on validation (equal trials), run 5 seeds"
 	@echo "make bench      install, then scripts/bench.py: bench.json and a table (about 8 minutes)"
 	@echo "make tb         tensorboard --logdir logs"
@@ -38,6 +39,9 @@ test-full: install
 
 sweep: install
 	$(PY) train.py -m experiment=img2txt sweep=strategies $(ARGS)
+
+study: install
+	$(PY) scripts/study.py study=$(or $(STUDY),cpu) $(ARGS)
 
 tune: install
 	$(PY) scripts/tune.py experiment=img2txt $(ARGS)
