@@ -49,12 +49,13 @@ def expand_resume(argv: list[str]) -> list[str]:
 
 BASE = "base"  # conf/base/: shared parts that configs pull in through their defaults lists, never chosen
 # conf/dataset/: every data set, chosen as source=<name> or target=<name> (conf/source and conf/target link to it)
-STORAGE = (BASE, "dataset")
+# conf/study/: make study's presets (scripts/study.py study=<preset>), not a group of train.py's config
+STORAGE = (BASE, "dataset", "study")
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     """Each config group (a folder of conf/, less conf/base/ and conf/dataset/, which are chosen through
-    others) and its choices (the .yaml files in it)."""
+    others, and conf/study/, which scripts/study.py reads) and its choices (the .yaml files in it)."""
     groups = {}
     # followlinks: conf/source and conf/target are links to conf/dataset (any data set on either side)
     for folder, _, files in os.walk(conf_dir, followlinks=True):
