@@ -833,3 +833,98 @@ def test_an_interrupted_run_is_not_counted_as_finished(tmp_path: Path):
     s = summarize(tmp_path / "sweep")
     assert not s.runs and [r["status"] for r in s.failed] == ["interrupted"]
     assert [(g.strategy, g.n, g.failed) for g in s.groups] == [("finetune", 0, 1)]
+
+
+# -- memory a setting makes a run allocate, checked at load (issue 18) ------------------------------
+_MEMORY_LINE = (r" needs about [\d.]+ [kMGT]B of memory, but [\d.]+ [kMGT]B is available \([^)]*; a run may take 80% "
+                r"of it\); allowed here: ")
+
+
+def _memory_error(capsys, stop: pytest.ExceptionInfo, caplog) -> str:
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "source stage: training" not in caplog.text  # found when the target data load, before training
+    return err.strip().splitlines()[-1]
+
+
+def test_a_max_len_too_large_for_memory_is_one_line_before_allocating(home: Path, capsys, caplog):
+    """target.max_len=100000000 on rt_sentiment: the kernel's OOM killer (exit 137, no message) before."""
+    import xfer.pipeline  # noqa: F401 - imported before the clock starts (torch and Lightning take seconds)
+
+    start = time.perf_counter()
+    with pytest.raises(RunFailed) as stop:
+        run_in_process(["experiment=img2txt", *QUICK, "target.max_len=100000000"], home)
+    took = time.perf_counter() - start
+    line = _memory_error(capsys, stop, caplog)
+    assert re.fullmatch(r"error: target.max_len=100000000: [\d,]+ texts x 100,000,000 tokens \(int64 ids, and the "
+                        r"tokenizer's encodings of 1024 texts\)" + _MEMORY_LINE + r"target.max_len <= [\d,]+", line), line
+    assert took < 4, took  # the config, the data read, the estimate (0.7 s here): nothing that size is allocated
+    [path] = results_files(home)
+    assert load_results(path)["status"] == "failed" and load_results(path)["error_type"] == "ConfigError"
+
+
+def test_an_embedding_or_an_image_size_too_large_for_memory_is_one_line(home: Path, capsys, caplog):
+    with pytest.raises(RunFailed) as stop:
+        run_in_process(["experiment=img2txt", *QUICK, "target_adapter.embed_dim=100000000"], home)
+    line = _memory_error(capsys, stop, caplog)
+    assert re.fullmatch(r"error: target_adapter.embed_dim=100000000 \(adapter 'text_fold', a vocabulary of [\d,]+ "
+                        r"words in 'rt_sentiment'\): an embedding of [\d,]+ x 100,000,000 float32 weights that train "
+                        r"\(with their gradient and the optimizer's two moments\)" + _MEMORY_LINE +
+                        r"embed_dim <= [\d,]+ for this vocabulary, or a smaller vocab_size", line), line
+    with pytest.raises(RunFailed) as stop:
+        run_in_process(["experiment=img2img", *QUICK, "target.image_size=[100000,100000]"], home)
+    line = _memory_error(capsys, stop, caplog)
+    assert re.fullmatch(r"error: target.image_size=\[100000, 100000\]: [\d,]+ images of 1 x 100,000 x 100,000 "
+                        r"\(uint8, and the float copies made while resizing and measuring their mean and std\)" +
+                        _MEMORY_LINE + r"target.image_size=\[H, W\] with H x W <= [\d,]+ pixels", line), line
+
+
+def test_memory_estimates_let_the_shipped_settings_through_on_a_small_machine(monkeypatch, tmp_path: Path):
+    """On a 4 GB machine every shipped data set at its own settings passes (the largest, yelp: 650,000 texts
+    x 128 tokens; cifar10; mnist5k resized to 224 x 224 as imagenet2img does), and far larger settings
+    do not. Where MemAvailable is missing, free physical memory stands in; a cgroup limit lowers it."""
+    import numpy as np
+
+    import xfer.machine as machine
+    from xfer.data import ImageDataModule, text
+    from xfer.data.spec import DataSpec
+    from xfer.models.adapters import TextFoldAdapter, TextGridAdapter
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       8000000 kB\nMemAvailable:   3906250 kB\n")
+    assert machine.available_memory(meminfo, tmp_path / "none") == (4_000_000_000, "MemAvailable")
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text("3000000000\n")
+    (cgroup / "memory.current").write_text("1000000000\n")
+    assert machine.available_memory(meminfo, cgroup) == (2_000_000_000, "left under the cgroup memory limit")
+    (cgroup / "memory.max").write_text("max\n")  # no limit
+    assert machine.available_memory(meminfo, cgroup)[0] == 4_000_000_000
+    free, where = machine.available_memory(tmp_path / "no_meminfo", tmp_path / "none")
+    assert free > 0 and where == "free physical memory"
+
+    monkeypatch.setattr(machine, "available_memory", lambda: (4_000_000_000, "MemAvailable"))
+    for rows, max_len in [(12_808, 48), (650_000, 128), (50_000, 256), (630_000, 64), (18_821, 128)]:
+        text.check_memory({"train": [""] * rows}, max_len)
+        with pytest.raises(ConfigError, match=rf"target.max_len={1000 * max_len}: {rows:,} texts"):
+            text.check_memory({"train": [""] * rows}, 1000 * max_len)
+    spec = DataSpec("yelp", "text", 5, vocab_size=30_000, seq_len=128)
+    TextFoldAdapter(spec, 32, embed_dim=64)
+    TextGridAdapter(spec, 32, embed_dim=32)
+    with pytest.raises(ConfigError, match=r"embed_dim=10000 \(adapter 'text_fold', a vocabulary of 30,000 words"):
+        TextFoldAdapter(spec, 32, embed_dim=10_000)
+
+    def shaped(*shape: int) -> np.ndarray:  # an array of that shape that takes no memory
+        return np.broadcast_to(np.zeros((), np.uint8), shape)
+
+    for size, splits in [(None, {"train": (4000, 28, 28), "val": (500, 28, 28), "test": (500, 28, 28)}),
+                         (None, {"train": (45_000, 3, 32, 32), "val": (5000, 3, 32, 32), "test": (10_000, 3, 32, 32)}),
+                         ((224, 224), {"train": (4000, 28, 28), "val": (500, 28, 28), "test": (500, 28, 28)})]:
+        dm = ImageDataModule("mnist5k", image_size=size)
+        dm.check_memory({s: shaped(*shape) for s, shape in splits.items()})
+    with pytest.raises(ConfigError, match=r"target.image_size=\[2240, 2240\]: 5,000 images of 1 x 2,240 x 2,240"):
+        ImageDataModule("mnist5k", image_size=(2240, 2240)).check_memory(
+            {"train": shaped(4000, 28, 28), "val": shaped(500, 28, 28), "test": shaped(500, 28, 28)})
+    monkeypatch.setattr(machine, "available_memory", lambda: None)  # unknown: nothing is refused
+    text.check_memory({"train": [""] * 10}, 10**12)

@@ -136,3 +136,165 @@ def test_optuna_search_tunes_lrs_on_validation_accuracy(home: Path):
     assert "optim.lr" in best and "best_value" in best
     best_value = float(best.split("best_value:")[1].split()[0])
     assert best_value == pytest.approx(max(r["target"]["best_val"] for r in runs), abs=1e-6)
+
+
+# -- resuming a sweep (issue 18): resume=last goes back into the sweep's folder -------------------------
+def _fingerprint(job: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of a job's results.json, predictions and checkpoints."""
+    import hashlib
+
+    files = [job / "results.json", job / "predictions.npz", *sorted((job / "checkpoints").rglob("*.ckpt"))]
+    return {str(p.relative_to(job)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in files if p.is_file()}
+
+
+def _status(job: Path) -> str | None:
+    try:
+        return json.loads((job / "results.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.slow  # two sweeps (a start-up each) and 9 jobs, about 60 s; the matching is tested fast below
+def test_a_killed_sweep_resumed_with_resume_last_trains_only_its_unfinished_jobs(home: Path):
+    """Six jobs, SIGTERM once three have finished and the fourth has a target last.ckpt; the same command
+    with resume=last leaves the three alone, continues the fourth in its folder and starts the last two."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    args = ["-m", "experiment=img2img", "strategy=scratch,linear_probe", "seed=0,1,2",
+            *[q for q in QUICK if not q.startswith("trainer.max_epochs")], "trainer.max_epochs=2"]
+    env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, stopped = time.monotonic() + 300, False
+    while proc.poll() is None and time.monotonic() < deadline:
+        jobs = sorted(p.parents[1] for p in (home / "logs").rglob(".hydra/overrides.yaml"))
+        done = [j for j in jobs if _status(j) == "ok"]
+        going = [j for j in jobs if j not in done and (j / "checkpoints" / "target" / "last.ckpt").is_file()]
+        if len(done) >= 3 and going:
+            proc.send_signal(signal.SIGTERM)
+            stopped = True
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=120)
+    assert stopped, f"the sweep ended before it could be stopped ({proc.returncode}):\n{err[-3000:]}"
+    assert proc.returncode == 143, err[-3000:]
+    [sweep] = sweep_dirs(home)
+    jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
+    finished = [j for j in jobs if _status(j) == "ok"]
+    assert len(finished) == 3, [(j.name, _status(j)) for j in jobs]
+    [fourth] = [j for j in jobs if j not in finished]
+    assert _status(fourth) == "interrupted"
+    before = {j: _fingerprint(j) for j in finished}
+    assert all("checkpoints/target/best.ckpt" in f for f in before.values())
+
+    rerun = run_train([*args, "resume=last"], home)
+    out = rerun.stdout + rerun.stderr
+    assert sweep_dirs(home) == [sweep]  # the same sweep folder, no new one
+    after = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
+    assert len(after) == 6 and set(jobs) <= set(after)
+    runs = {j.name: load_results(j / "results.json") for j in after}
+    assert all(r["status"] == "ok" for r in runs.values()), runs
+    for job in finished:  # untouched: same bytes, same mtime; told so in one line each
+        assert _fingerprint(job) == before[job], job
+        assert f"already done in {job} " in out
+    assert out.count("already done in ") == 3 and out.count("; not retrained") == 3
+    # the interrupted job went on from its own last.ckpt; its interrupted results.json is kept beside
+    resumed = runs[fourth.name]["resumed_from"]
+    assert resumed["run_dir"] == str(fourth) and resumed["checkpoint"] == str(fourth / "checkpoints/target/last.ckpt")
+    assert json.loads((fourth / "results.interrupted.json").read_text())["status"] == "interrupted"
+    assert (fourth / ".hydra" / "attempt_1" / "overrides.yaml").is_file()  # the first attempt's record
+    assert not any(runs[j.name]["resumed_from"] for j in after if j not in finished and j != fourth)
+    # the summary counts every job once
+    assert "(6 ok, 0 failed)" in rerun.stdout
+    with open(sweep / "summary.csv") as fh:
+        assert sorted((r["strategy"], r["n"]) for r in csv.DictReader(fh)) == [("linear_probe", "3"), ("scratch", "3")]
+
+
+def test_a_resumed_sweep_finds_its_folder_and_each_job_its_own_by_overrides(tmp_path: Path, monkeypatch):
+    """The matching behind resume=last in a sweep, on folders written by hand: the newest sweep with the
+    same overrides (in any order, less resume= and threads=), each job by its overrides whatever its
+    number, a new job's name kept clear of another job's folder, and what a job finds from before."""
+    from omegaconf import OmegaConf
+
+    import xfer.runtime
+    from xfer.sweep_resume import earlier_attempt, job_dir, sweep_dir
+
+    parent = tmp_path / "logs" / "img2img" / "multiruns"
+    sweep_args = ["experiment=img2img", "strategy=scratch,linear_probe", "seed=0,1"]
+
+    def sweep_folder(name: str, task: list[str]) -> Path:
+        folder = parent / name
+        folder.mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": task}}}), folder / "multirun.yaml")
+        return folder
+
+    old = sweep_folder("2026-01-01_10-00-00_aaaaaa", [*sweep_args, "threads=1"])
+    newest = sweep_folder("2026-01-02_10-00-00_bbbbbb", sweep_args)
+    sweep_folder("2026-01-03_10-00-00_cccccc", [*sweep_args, "optim.lr=0.01"])  # other settings
+    again = ["seed=range(0,2)", "experiment=img2img", "strategy=scratch,linear_probe", "threads=2", "resume=last"]
+    assert sweep_dir(str(parent), "fresh", "last", None, again) == f"{parent}/{newest.name}"
+    assert sweep_dir(str(parent), "fresh", None, "last", again) == f"{parent}/{newest.name}"  # ckpt_path=last
+    assert sweep_dir(str(parent), "fresh", None, None, again) == f"{parent}/fresh"  # no resume: a new sweep
+    assert sweep_dir(str(parent), "fresh", "last", None, [*again, "seed=0,1,2"]) == f"{parent}/fresh"
+    assert old.name not in sweep_dir(str(parent), "fresh", "last", None, sweep_args + ["resume=last"])
+
+    def job(name: str, task: list[str], results: dict | None = None) -> Path:
+        folder = newest / name
+        (folder / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(task), folder / ".hydra" / "overrides.yaml")
+        OmegaConf.save(OmegaConf.create({"seed": 0}), folder / ".hydra" / "config.yaml")
+        if results is not None:
+            (folder / "results.json").write_text(json.dumps(results))
+        return folder
+
+    done = job("0_scratch_f0.1_s0", ["experiment=img2img", "strategy=scratch", "seed=0"],
+               {"status": "ok", "target": {"best_val": 0.5}})
+    failed = job("1_scratch_f0.1_s1", ["experiment=img2img", "strategy=scratch", "seed=1"],
+                 {"status": "failed", "error": "disk full"})
+    job("2_linear_probe_f0.1_s0", ["experiment=img2img", "strategy=linear_probe", "seed=0", "optim.lr=0.01"])
+
+    def root(task: list[str], resume: str | None = "last"):
+        return OmegaConf.create({"resume": resume, "ckpt_path": None,
+                                 "hydra": {"sweep": {"dir": str(newest)}, "overrides": {"task": task}}})
+
+    # by overrides, not number: reordered arguments number the jobs otherwise
+    assert job_dir("1_scratch_f0.1_s0", root(["seed=0", "strategy=scratch", "experiment=img2img",
+                                              "resume=last"])) == done.name
+    assert (done / ".hydra" / "attempt_1" / "overrides.yaml").is_file()  # kept before Hydra rewrites .hydra
+    assert job_dir("1_scratch_f0.1_s0", root(["seed=0", "strategy=scratch", "experiment=img2img"],
+                                             resume=None)) == "1_scratch_f0.1_s0"  # no resume: Hydra's name
+    # a new job (no folder with its overrides) whose usual name another job's folder has
+    assert job_dir("2_linear_probe_f0.1_s0", root(["experiment=img2img", "strategy=linear_probe", "seed=0",
+                                                   "resume=last"])) == "2_linear_probe_f0.1_s0_2"
+    assert job_dir("3_linear_probe_f0.1_s1", root(["experiment=img2img", "strategy=linear_probe", "seed=1",
+                                                   "resume=last"])) == "3_linear_probe_f0.1_s1"
+
+    # what a job finds there: finished (not retrained), or an earlier attempt's results kept aside
+    monkeypatch.setattr(xfer.runtime, "is_multirun", lambda: True)
+    cfg = OmegaConf.create({"resume": "last", "ckpt_path": None})
+    before = (done / "results.json").stat().st_mtime_ns
+    found = earlier_attempt(cfg, done)
+    assert found is not None and found["already_done"] and found["target"]["best_val"] == 0.5
+    assert (done / "results.json").stat().st_mtime_ns == before
+    assert earlier_attempt(cfg, failed) is None
+    assert not (failed / "results.json").exists()
+    assert json.loads((failed / "results.failed.json").read_text())["error"] == "disk full"
+    (failed / "results.json").write_text(json.dumps({"status": "failed", "error": "again"}))
+    assert earlier_attempt(cfg, failed) is None and (failed / "results.failed.2.json").is_file()
+    assert earlier_attempt(OmegaConf.create({"resume": None, "ckpt_path": None}), done) is None
+    monkeypatch.setattr(xfer.runtime, "is_multirun", lambda: False)  # a single run never looks
+    assert earlier_attempt(cfg, done) is None
+
+    from xfer.results import summary_lines
+
+    line = summary_lines({**found, "experiment": "img2img", "strategy": {"name": "scratch"}, "seed": 0,
+                          "fraction": 0.1, "run_dir": str(done)})
+    assert line == [f"xfer img2img: strategy=scratch seed=0 fraction=0.1: already done in {done} (best val "
+                    f"50.0%); not retrained"]

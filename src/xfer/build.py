@@ -18,7 +18,7 @@ from torch import nn
 from xfer.callbacks import EpochSeed, StageTimer
 from xfer.data.module import SplitDataModule
 from xfer.data.spec import DataSpec
-from xfer.errors import DataError
+from xfer.errors import ConfigError, DataError
 from xfer.failure import innermost
 from xfer.freezing import Freezing, FreezingCallback, param_groups
 from xfer.models.module import TransferModule, default_param_groups
@@ -43,12 +43,12 @@ def datamodule(cfg: DictConfig, seed: int) -> SplitDataModule:
     try:
         dm = instantiate(cfg, seed=seed, _convert_="all")
         dm.setup()
-    except Exception as err:  # noqa: BLE001 - only a DataError is reworded; the rest passes as it is
+    except Exception as err:  # noqa: BLE001 - only a DataError or ConfigError is reworded; the rest passes as it is
         side = cfg._key() if isinstance(cfg, DictConfig) else None
         cause = innermost(err)
-        if isinstance(cause, DataError) and side in ("source", "target"):
+        if isinstance(cause, (DataError, ConfigError)) and side in ("source", "target"):
             # only config keys (source.reader.path, target.image_size), never a file's name such as /data/source.csv
-            raise DataError(_DATA_KEY.sub(f"{side}.", str(cause))) from None
+            raise type(cause)(_DATA_KEY.sub(f"{side}.", str(cause))) from None
         raise
     return dm
 
@@ -70,7 +70,14 @@ def adapter_and_head(spec: DataSpec, trunk: nn.Module, adapter_cfg: DictConfig, 
     # an adapter for a trunk with its own stem (pretrained_image) gets the trunk's preprocessing
     if "preprocessing" in inspect.signature(get_object(str(adapter_cfg._target_))).parameters:
         extra["preprocessing"] = getattr(trunk, "preprocessing", None)
-    adapter = instantiate(adapter_cfg, spec=spec, out_channels=trunk.in_channels, **extra)
+    try:
+        adapter = instantiate(adapter_cfg, spec=spec, out_channels=trunk.in_channels, **extra)
+    except Exception as err:  # noqa: BLE001 - an error about one of the adapter's settings names its key
+        cause, key = innermost(err), adapter_cfg._key() if isinstance(adapter_cfg, DictConfig) else None
+        setting = str(cause).split("=", 1)[0]
+        if isinstance(cause, ConfigError) and key and setting.isidentifier() and setting in adapter_cfg:
+            raise ConfigError(f"{key}.{cause}") from None  # embed_dim=... -> target_adapter.embed_dim=...
+        raise
     head = instantiate(head_cfg, in_features=trunk.out_features, num_classes=spec.num_classes)
     return adapter, head
 

@@ -1,19 +1,23 @@
 """What a run needs of this machine, checked at load, before anything trains: the accelerator (and
-device count) the trainer asks for, and folders it can write. Each missing piece is one ``ConfigError``
-line (exit 2) that names the setting and what this machine offers, instead of a traceback after the
-source stage has trained (``No supported gpu backend found!``) or four of them when the home is
-read-only."""
+device count) the trainer asks for, folders it can write, and memory for what a setting makes it
+allocate (``check_memory``). Each missing piece is one ``ConfigError`` line (exit 2) that names the
+setting and what this machine offers, instead of a traceback after the source stage has trained (``No
+supported gpu backend found!``), four of them when the home is read-only, or the kernel's out-of-memory
+killer (exit 137, no message at all) for ``target.max_len=100000000``."""
 from __future__ import annotations
 
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from xfer.errors import ConfigError
+from xfer.io import _size
 
+MEMORY_SHARE = 0.8  # refuse a setting whose estimate is above this share of the available memory
 HOME_HINT = "choose a writable home with XFER_HOME=<folder> or paths.root_dir=<folder>"
 # errno values that mean a folder cannot be written to (a file standing where a folder should be counts);
 # a full disk (ENOSPC) is xfer.io's
@@ -117,3 +121,45 @@ def check(cfg: DictConfig) -> None:
     check_accelerator(cfg.trainer)
     if cfg.source_stage.enabled:
         check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+
+
+def available_memory(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")
+                     ) -> tuple[int, str] | None:
+    """The memory this process can still take, in bytes, and where that figure comes from: MemAvailable
+    in /proc/meminfo (Linux), lowered to what is left under a cgroup limit (a container, a SLURM job);
+    elsewhere the free physical pages (``os.sysconf``). None when none of them can be read."""
+    found = None
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found = (int(line.split()[1]) * 1024, "MemAvailable")
+    except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
+        try:
+            found = (os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free physical memory")
+        except (OSError, ValueError, AttributeError):
+            return None
+    for limit, used in (("memory.max", "memory.current"),  # cgroup v2, then v1
+                        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            left = int((cgroup / limit).read_text()) - int((cgroup / used).read_text())
+        except (OSError, ValueError):  # no such cgroup file, or "max" (no limit)
+            continue
+        if 0 <= left < found[0]:
+            found = (left, "left under the cgroup memory limit")
+        break
+    return found
+
+
+def check_memory(setting: str, need: float, what: str, allowed: Callable[[float], str] | None = None) -> None:
+    """Refuse ``setting`` in one line when the ``need`` bytes it makes the run allocate (``what``) exceed
+    ``MEMORY_SHARE`` of the available memory: checked before allocating, as the kernel would otherwise
+    kill the process without a word. ``allowed(budget)`` says what would fit in ``budget`` bytes. Nothing
+    is refused when the available memory cannot be read."""
+    free = available_memory()
+    if free is None or need <= MEMORY_SHARE * free[0]:
+        return
+    hint = f"; allowed here: {allowed(MEMORY_SHARE * free[0])}" if allowed else ""
+    raise ConfigError(f"{setting}: {what} needs about {_size(need)} of memory, but {_size(free[0])} is available "
+                      f"({free[1]}; a run may take {MEMORY_SHARE:.0%} of it){hint}")

@@ -18,12 +18,16 @@ from xfer.runtime import global_rank, job_threads
 from xfer.schema import validate
 from xfer.source_stage import run_source_stage
 from xfer.stage import fit_and_test
+from xfer.sweep_resume import earlier_attempt
 from xfer.target_stage import best_predictions, best_val_accuracy, build_target, seeded_trunk
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run both stages for one config; write results.json into the run folder and return it."""
     validate(cfg)  # one-line ConfigError for a bad key or value, before anything loads or trains
+    done = earlier_attempt(cfg, Path(cfg.paths.output_dir), global_rank())
+    if done is not None:  # a resumed sweep's job that had finished: its recorded results, not retrained
+        return done
     machine.check(cfg)  # the accelerator asked for, a writable trunk cache: one line, before anything trains
     started, started_unix = time.perf_counter(), time.time()
     run_dir = Path(cfg.paths.output_dir)

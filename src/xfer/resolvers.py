@@ -4,8 +4,21 @@ them the parent's resolver cache so every job agrees on the folder."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from omegaconf import OmegaConf
+
+
+def _sweep_dir(*args: Any) -> str:
+    from xfer.sweep_resume import sweep_dir
+
+    return sweep_dir(*args)
+
+
+def _job_dir(default: str, *, _root_: Any) -> str:
+    from xfer.sweep_resume import job_dir
+
+    return job_dir(str(default), _root_)
 
 
 def register() -> None:
@@ -13,3 +26,10 @@ def register() -> None:
         # cached: one random tag per process, so a run folder is named once and never collides with a
         # run started in the same second
         OmegaConf.register_new_resolver("xfer_tag", lambda: os.urandom(3).hex(), use_cache=True)
+    if not OmegaConf.has_resolver("xfer_sweep_dir"):
+        # resume=last in a sweep: the earlier sweep's folder (xfer.sweep_resume). Cached, so every job,
+        # whose config Hydra composes later with the sweep's resolver cache, gets the folder the sweep chose
+        OmegaConf.register_new_resolver("xfer_sweep_dir", _sweep_dir, use_cache=True)
+    if not OmegaConf.has_resolver("xfer_job_dir"):
+        # resume=last in a sweep: the job's earlier folder, found by its overrides (xfer.sweep_resume)
+        OmegaConf.register_new_resolver("xfer_job_dir", _job_dir)

@@ -179,6 +179,12 @@ def log_hparams(trainer: Any, cfg: DictConfig, results: dict[str, Any]) -> None:
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
+    if results.get("already_done"):  # a resumed sweep's finished job (xfer.sweep_resume.earlier_attempt)
+        best = results["target"].get("best_val")
+        return [f"xfer {results['experiment']}: strategy={results['strategy']['name']} seed={results['seed']} "
+                f"fraction={results['fraction']}: already done in {results['run_dir']} (best val "
+                f"{'n/a' if best is None else f'{100 * best:.1f}%'}); not retrained"]
+
     def pct(stage: dict[str, Any], key: str) -> str:
         value = stage["test"].get(f"test/{key}")
         return "n/a" if value is None else f"{100 * value:.1f}%"

@@ -4,7 +4,9 @@ Before Hydra composes the config, ``xfer.argv.expand_resume`` brings a ``resume=
 command-line overrides. ``find_resume`` then turns the choice into a checkpoint inside *this* run's
 folder: the earlier run's ``last.ckpt`` (and its ``best.ckpt``) are copied here, and the copy's
 checkpoint-callback state is re-pointed at this folder, so best-model tracking carries over and
-nothing in the earlier folder is ever written, replaced or deleted.
+nothing in the earlier folder is ever written, replaced or deleted. The one exception is a resumed
+sweep (``-m ... resume=last``), whose jobs go back to their own folders (``xfer.sweep_resume``): there
+a job trains on from its own last.ckpt.
 """
 from __future__ import annotations
 
@@ -24,12 +26,9 @@ from xfer.errors import CheckpointError, ConfigError
 from xfer.io import atomic_write_bytes
 from xfer.runtime import is_multirun
 from xfer.schema import show
+from xfer.sweep_resume import earlier_config, is_free
 
 log = logging.getLogger(__name__)
-
-# Keys that may differ between a run and its resumption: where things go and how they are shown.
-RESUME_FREE = ("paths", "analysis", "resume", "ckpt_path", "threads", "objective", "eval_test", "hydra",
-               "trainer.enable_progress_bar", "trainer.enable_model_summary")
 TARGET_CKPT = Path("checkpoints") / "target"
 
 
@@ -60,14 +59,10 @@ def flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def _free(key: str) -> bool:
-    return any(key == f or key.startswith(f + ".") for f in RESUME_FREE)
-
-
-def config_difference(cfg: DictConfig, run_dir: Path) -> str | None:
+def config_difference(cfg: DictConfig, run_dir: Path, saved: Path | None = None) -> str | None:
     """The first setting (other than paths and display) in which ``cfg`` differs from the config saved in
-    ``run_dir``, as a phrase; None when they agree."""
-    saved = run_dir / ".hydra" / "config.yaml"
+    ``run_dir`` (or the file ``saved``), as a phrase; None when they agree."""
+    saved = run_dir / ".hydra" / "config.yaml" if saved is None else saved
     try:
         old = flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
     except Exception as err:  # noqa: BLE001
@@ -76,7 +71,7 @@ def config_difference(cfg: DictConfig, run_dir: Path) -> str | None:
     unset = object()  # a setting only one of the two configs has (added with +key, dropped with ~key)
     for key in sorted(set(old) | set(new)):
         here, there = new.get(key, unset), old.get(key, unset)
-        if not _free(key) and here != there:
+        if not is_free(key) and here != there:
             return (f"{key} is {'unset' if here is unset else show(here)} here but "
                     f"{'unset' if there is unset else show(there)} there")
     return None
@@ -126,6 +121,9 @@ def find_resume(cfg: DictConfig, run_dir: Path, trunk: torch.nn.Module | None = 
 
 
 def _resume_last(cfg: DictConfig, run_dir: Path, key: str, trunk: torch.nn.Module | None) -> Resume | None:
+    own = run_dir / TARGET_CKPT / "last.ckpt"
+    if is_multirun() and own.is_file():  # a resumed sweep sent this job back to its folder (xfer.sweep_resume)
+        return _continue_here(cfg, own, run_dir, key, trunk)
     found = candidates(cfg, run_dir)
     for earlier in found:
         if config_difference(cfg, earlier) is None:
@@ -140,6 +138,20 @@ def _resume_last(cfg: DictConfig, run_dir: Path, key: str, trunk: torch.nn.Modul
     raise ConfigError(f"{key}=last: none of the {len(found)} earlier runs under {where} has these settings "
                       f"(the newest, {found[0].name}: {config_difference(cfg, found[0])}); "
                       f"give the same settings, or resume=<run folder>")
+
+
+def _continue_here(cfg: DictConfig, ckpt: Path, run_dir: Path, key: str, trunk: torch.nn.Module | None) -> Resume:
+    """A sweep job's earlier attempt in this very folder: train on from its last.ckpt, which stays where it
+    is (the next epoch's end replaces it, as in a run never stopped). Its settings are those of the attempt
+    (``.hydra/attempt_<n>/config.yaml``, kept before Hydra rewrote ``.hydra/``)."""
+    diff = config_difference(cfg, run_dir, earlier_config(run_dir))
+    if diff:
+        raise ConfigError(f"{key}=last: the earlier attempt of this sweep job in {run_dir} had other settings "
+                          f"({diff}); rerun the sweep with its settings, or without {key}= in a new folder")
+    data = load_checkpoint(ckpt)
+    trunk_check(cfg, data["state_dict"], ckpt, trunk)
+    log.info("resume: continuing %s (epoch %s) in its own folder", ckpt, data.get("epoch"))
+    return Resume(ckpt, run_dir, ckpt, dict(data["state_dict"]), int(data.get("epoch", 0)))
 
 
 def _adopt(cfg: DictConfig, ckpt: Path, earlier: Path | None, run_dir: Path, key: str,

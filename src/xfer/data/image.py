@@ -53,7 +53,40 @@ class ImageDataModule(SplitDataModule):
                               align_corners=False).round().clamp(0, 255)
         return x.to(torch.uint8).contiguous()
 
+    def check_memory(self, items: dict[str, Any]) -> None:
+        """What loading the images takes, checked before anything is resized or stacked: the uint8 images
+        kept, plus the largest float copy on the way (a split resized: its input and its output as float,
+        twice; the training mean and std: the training images as float, twice; measured). Read lazily:
+        the ``STATS_SAMPLE`` training images the mean and std are measured on, decoded at ``image_size``."""
+        from xfer.machine import check_memory
+
+        if self.lazy:
+            h, w = self.image_size or (0, 0)
+            c = 1 if getattr(self.decode, "mode", "") == "L" else 3
+            shapes = {"train": (min(len(items["train"]), STATS_SAMPLE), c, h, w, h, w)}
+        else:
+            shapes = {}
+            for split, x in items.items():
+                dims = tuple(np.shape(x))  # [N, C, H, W], or [N, H, W] for one channel
+                n, c, h0, w0 = (dims[0], 1, *dims[1:]) if len(dims) == 3 else dims
+                shapes[split] = (n, c, h0, w0, *(self.image_size or (h0, w0)))
+        kept = sum(n * c * h * w for n, c, _, _, h, w in shapes.values())
+        resized = max((4 * n * c * h0 * w0 + 8 * n * c * h * w for n, c, h0, w0, h, w in shapes.values()
+                       if (h0, w0) != (h, w)), default=0)
+        n, c, _, _, h, w = shapes["train"]
+        stats = (8 + self.lazy) * n * c * h * w  # lazily read: the decoded images too, before they are stacked
+        need = kept + max(resized, stats)
+        if not need:
+            return
+        rows = sum(v[0] for v in shapes.values())
+        size = "null" if self.image_size is None else list(self.image_size)
+        check_memory(f"target.image_size={size}", need,
+                     f"{rows:,} images of {c} x {h:,} x {w:,} (uint8, and the float copies made while resizing "
+                     f"and measuring their mean and std)",
+                     lambda budget: f"target.image_size=[H, W] with H x W <= {int(budget * h * w // need):,} pixels")
+
     def encode(self, items: dict[str, Any]) -> dict[str, Any]:
+        self.check_memory(items)  # before resizing or stacking: a huge image_size is a line, not exit 137
         if self.lazy:
             return self._sample_stats(items)
         out = {s: self._to_tensor(x) for s, x in items.items()}

@@ -301,10 +301,17 @@ def read_image_folder(path: str | None = None, channels: int = 3,
     if not listed["train"][0]:
         raise DataError(f"data set '{dataset}': no readable training images in {layout['train']} (skipped: "
                         f"{dict(dropped)}); add .png/.jpg files under <class name>/ folders")
+    n = sum(len(files) for files, _ in listed.values())
+    h, w = size or _image_size(listed["train"][0][0]) or (0, 0)
     if in_memory == "auto":
-        n = sum(len(files) for files, _ in listed.values())
-        h, w = size or _image_size(listed["train"][0][0]) or (0, 0)
         in_memory = n * channels * h * w <= in_memory_limit_mb * 2**20
+    if in_memory:  # every image decoded, then stacked into one array: twice the set, checked before decoding
+        from xfer.machine import check_memory
+
+        check_memory(f"source.image_size={list(size) if size else 'null'}", 2 * n * channels * h * w,
+                     f"{n:,} images of {channels} x {h:,} x {w:,} decoded into memory at load",
+                     lambda budget: "source.reader.in_memory=false (with source.image_size set), or a smaller "
+                                    "source.image_size")
     if not in_memory:
         if size is None:
             raise DataError(f"data set '{dataset}': reading {root} lazily (in_memory=false, or auto for a set "

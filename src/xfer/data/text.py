@@ -26,8 +26,29 @@ def fit_tokenizer(texts: list[str], vocab_size: int, min_frequency: int, lowerca
     return tok
 
 
+# Memory per token while encoding: the int64 id kept, and what the tokenizer's encodings and their Python id
+# lists take while a chunk is encoded (measured: about 115 bytes a token). Chunks keep the second small.
+ID_BYTES, ENCODING_BYTES, CHUNK = 8, 128, 1024
+
+
 def encode_texts(tok: Tokenizer, texts: list[str]) -> torch.Tensor:
-    return torch.tensor([e.ids for e in tok.encode_batch(texts)], dtype=torch.int64)
+    """int64 ids [N, max_len], ``CHUNK`` texts at a time into one tensor, so the tokenizer's encodings
+    (about 15 times the ids' size) never exist for all texts at once."""
+    out = torch.empty((len(texts), tok.padding["length"]), dtype=torch.int64)  # fit_tokenizer pads to max_len
+    for i in range(0, len(texts), CHUNK):
+        out[i:i + CHUNK] = torch.tensor([e.ids for e in tok.encode_batch(texts[i:i + CHUNK])], dtype=torch.int64)
+    return out
+
+
+def check_memory(texts: dict[str, list[str]], max_len: int) -> None:
+    """``max_len`` x the rows of every split, checked before encoding: the ids, and one chunk's encodings."""
+    from xfer.machine import check_memory as check
+
+    rows = sum(len(t) for t in texts.values())
+    per_len = rows * ID_BYTES + min(rows, CHUNK) * ENCODING_BYTES  # bytes per unit of max_len
+    check(f"target.max_len={max_len}", max_len * per_len,
+          f"{rows:,} texts x {max_len:,} tokens (int64 ids, and the tokenizer's encodings of {CHUNK} texts)",
+          lambda budget: f"target.max_len <= {int(budget // per_len):,}")
 
 
 class TextDataModule(SplitDataModule):
@@ -43,6 +64,7 @@ class TextDataModule(SplitDataModule):
         self.tokenizer: Tokenizer | None = None
 
     def encode(self, items: dict[str, Any]) -> dict[str, torch.Tensor]:
+        check_memory(items, self.max_len)  # before anything is allocated: max_len=10**8 is a line, not exit 137
         self.tokenizer = fit_tokenizer(items["train"], self.vocab_size, self.min_frequency,
                                        self.lowercase, self.max_len)
         return {s: encode_texts(self.tokenizer, texts) for s, texts in items.items()}

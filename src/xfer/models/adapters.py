@@ -22,6 +22,22 @@ def _require(spec: DataSpec, modality: str, adapter: str) -> None:
         )
 
 
+EMBEDDING_BYTES = 16  # per float32 weight of an embedding that trains: itself, its gradient, AdamW's two moments
+
+
+def _check_embedding(spec: DataSpec, dim: int, setting: str, adapter: str) -> None:
+    """vocab x width of the embedding, checked before it is allocated (``embed_dim=10**7`` is a line, not
+    the out-of-memory killer)."""
+    from xfer.machine import check_memory
+
+    check_memory(f"{setting}={dim} (adapter '{adapter}', a vocabulary of {spec.vocab_size:,} words in "
+                 f"'{spec.name}')", EMBEDDING_BYTES * spec.vocab_size * dim,
+                 f"an embedding of {spec.vocab_size:,} x {dim:,} float32 weights that train (with their gradient "
+                 f"and the optimizer's two moments)",
+                 lambda budget: f"{setting} <= {int(budget // (EMBEDDING_BYTES * spec.vocab_size)):,} for this "
+                                f"vocabulary, or a smaller vocab_size")
+
+
 class ImageAdapter(nn.Module):
     """uint8 images [B, C, H, W] -> normalised -> conv3x3 stem to the trunk's channels."""
 
@@ -50,6 +66,7 @@ class TextGridAdapter(nn.Module):
     def __init__(self, spec: DataSpec, out_channels: int, embed_dim: int = 32, dropout: float = 0.0):
         super().__init__()
         _require(spec, "text", "text_grid")
+        _check_embedding(spec, embed_dim, "embed_dim", "text_grid")
         self.embedding = nn.Embedding(spec.vocab_size, embed_dim, padding_idx=spec.pad_id)
         self.dropout = nn.Dropout(dropout)
         self.stem = nn.Sequential(
@@ -73,6 +90,7 @@ class TextFoldAdapter(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         _require(spec, "text", "text_fold")
+        _check_embedding(spec, embed_dim, "embed_dim", "text_fold")
         self.width = width
         self.rows = math.ceil(spec.seq_len / width)
         self.pad_tokens = self.rows * width - spec.seq_len
@@ -104,6 +122,7 @@ class TextSequenceAdapter(nn.Module):
     def __init__(self, spec: DataSpec, out_channels: int, dropout: float = 0.0):
         super().__init__()
         _require(spec, "text", "text_seq")
+        _check_embedding(spec, out_channels, "trunk.in_channels", "text_seq")  # it embeds into the trunk's width
         self.embedding = nn.Embedding(spec.vocab_size, out_channels, padding_idx=spec.pad_id)
         self.dropout = nn.Dropout(dropout)
 
