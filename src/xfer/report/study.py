@@ -43,15 +43,15 @@ def cell_summary(folder: Path, baseline: Path | None) -> Summary:
 
 
 def answer(s: Summary) -> list[str]:
-    """The cell's headline: the winner on validation per data size, and its strongest evidence."""
+    """The cell's headline: the winner on validation per data size, then every group's paired difference
+    from the reference there (the winner may be the reference itself) and the planned contrasts."""
     lines = []
     for size, w in s.winners.items():
         if w.group is None:
             lines.append(f"data={size}: no winner ({w.note})")
             continue
         lines.append(f"data={size}: chosen on validation, {w.group.strategy} (test {_pct(w.group.mean)}%, n={w.group.n})")
-        mine = [c for c in s.comparisons if c.group is w.group]
-        lines += [effect(c) for c in mine]
+        lines += [effect(c) for c in s.comparisons if c.data == size and not c.contrast]
     lines += [effect(c) for c in s.comparisons if c.contrast]
     return lines
 
