@@ -93,3 +93,12 @@ def test_make_study_runs_its_cells_skips_them_when_done_and_writes_the_page(tmp_
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "control: done (6 jobs" in again.stdout and "img2txt: done (4 jobs" in again.stdout
     assert page.read_text() == md
+
+
+def test_a_study_asked_of_train_py_points_to_make_study(tmp_path: Path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "study=cpu"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**__import__("os").environ, "XFER_HOME": str(tmp_path)})
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: study=cpu: a study is not a train.py setting; run it with make study STUDY=cpu "
+        "(python scripts/study.py study=cpu)")
+    assert not (tmp_path / "logs").exists()

@@ -81,6 +81,10 @@ def check_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> str | None:
         return None
     for o in overrides:
         group = o.key_or_group
+        if group.lstrip("+~") == "study":  # conf/study/ is make study's, not a group of train.py
+            value = o.input_line.split("=", 1)[1]
+            return (f"study={value}: a study is not a train.py setting; run it with make study STUDY={value} "
+                    f"(python scripts/study.py study={value})")
         # hydra/* choices also come from plugins (joblib, submitit_*, optuna): Hydra checks those itself
         if group not in groups or group.startswith("hydra/") or o.is_delete():
             continue
