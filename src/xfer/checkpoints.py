@@ -98,11 +98,16 @@ def trunk_check(cfg: DictConfig, state: Mapping[str, Any], ckpt: Path, trunk: to
         raise CheckpointError(f"checkpoint {ckpt} does not fit the configured trunk: {mismatch}")
 
 
+def part_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a whole model's ``state`` under ``prefix`` (``trunk.``, ``adapter.``, ``head.``), without it."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def load_trunk(trunk: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Load the trunk's weights out of a source model's state (keys ``trunk.*``), or say in one line how
     they do not fit."""
     prefix = "trunk."
-    trunk_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    trunk_state = part_state(state, prefix)
     mismatch = state_mismatch({prefix + k: v for k, v in trunk.state_dict().items()},
                               {prefix + k: v for k, v in trunk_state.items()},
                               here="the configured trunk", there="the cached source model")

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xfer import build, predictions
-from xfer.checkpoints import load_checkpoint, load_trunk
+from xfer.checkpoints import load_checkpoint, load_trunk, part_state
 from xfer.data.module import SplitDataModule
 from xfer.errors import ConfigError
 from xfer.freezing import Freezing
@@ -137,7 +137,7 @@ def load_source_adapter(adapter: torch.nn.Module, pretrained: Mapping[str, torch
     """``target_adapter_from_source``: the target adapter starts from the source stage's trained adapter
     (the same kind of adapter on the same kind of input: an image model reading rendered text), or one line
     saying why it cannot. Runs without a source model (scratch, frozen_random) keep their fresh adapter."""
-    state = {k[len("adapter."):]: v for k, v in pretrained.items() if k.startswith("adapter.")}
+    state = part_state(pretrained, "adapter.")
     own = adapter.state_dict()
     bad = sorted(k for k in set(own) | set(state) if k not in own or k not in state or own[k].shape != state[k].shape)
     if bad:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from xfer import build
+from xfer.checkpoints import part_state
 from xfer.data.module import SplitDataModule, as_batch
 from xfer.errors import ConfigError
 
@@ -108,5 +109,5 @@ def source_adapter_and_head(state: dict[str, torch.Tensor], source: SplitDataMod
     with torch.random.fork_rng(devices=[]):
         adapter, head = build.adapter_and_head(source.spec, trunk, cfg.source_adapter, cfg.head)
     for prefix, part in (("adapter.", adapter), ("head.", head)):
-        part.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        part.load_state_dict(part_state(state, prefix), strict=True)
     return adapter, head

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from xfer.checkpoints import part_state
 from xfer.errors import FreezingError
 from xfer.freezing.base import BlockPlan, Freezing, Plan, TargetBuild
 
@@ -59,8 +60,7 @@ class AlignRefine(Freezing):
         """The pretrained trunk's features of (up to ``bank_size``) source training images, through the
         source stage's trained adapter."""
         adapter, _ = build.source_adapter_and_head()
-        adapter.load_state_dict({k[len("adapter."):]: v for k, v in build.pretrained.items()
-                                 if k.startswith("adapter.")})
+        adapter.load_state_dict(part_state(build.pretrained, "adapter."))
         was_training = trunk.training
         adapter.eval(), trunk.eval()
         chunks = build.source_data().inputs("train", build.source_eval_batch_size, limit=self.bank_size)

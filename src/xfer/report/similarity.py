@@ -132,9 +132,8 @@ def plot(found: list[GroupSimilarity], path: Path) -> Path | None:
     """similarity.png: CKA(start, final) and cross-seed CKA per block, one line per group."""
     if not found:
         return None
-    import matplotlib
+    from xfer.report.plots import _save  # first: it sets the Agg backend
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -153,8 +152,5 @@ def plot(found: list[GroupSimilarity], path: Path) -> Path | None:
     if handles:
         fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
     return path
