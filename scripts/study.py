@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from xfer.io import atomic_write_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,10 +34,40 @@ def load(preset: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
+def _values(value: str) -> list[str]:
+    """The comma list of a sweep override's value, commas inside [...] or {...} kept (a list is one value)."""
+    out, depth, cur = [], 0, ""
+    for ch in value:
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur]
+
+
 def jobs(args: list[str]) -> int:
     """How many jobs a sweep's comma lists make (sweep= files not counted: name the values in the cell)."""
-    counts = [len(a.split("=", 1)[1].split(",")) for a in args if "=" in a and "," in a.split("=", 1)[1]]
-    return math.prod(counts) if counts else 1
+    return math.prod(len(_values(a.split("=", 1)[1])) for a in args if "=" in a)
+
+
+def sweeps(cell: dict, seeds: list[int], launcher: list[str] = ()) -> list[tuple[str, list[str]]]:
+    """(folder name, train.py -m arguments) of each sweep of a cell: its own, then its ``extra`` sweeps (a
+    text baseline, a self-transfer control, another source), which take the cell's other settings too unless
+    ``inherit: false``. A cell's ``seeds`` replace the preset's; the preset's ``launcher`` arguments go last."""
+    seed_arg = "seed=" + ",".join(str(s) for s in cell.get("seeds", seeds))
+    out = [(cell["id"], [*cell["args"], seed_arg, *launcher])]
+    for extra in cell.get("extra", []):
+        inherited = ([a for a in cell["args"] if not a.startswith(("experiment=", "strategy="))]
+                     if extra.get("inherit", True) else [])
+        out.append((f"{cell['id']}_{extra['name']}", [*extra["args"], *inherited, seed_arg, *launcher]))
+    return out
+
+
+def missing_data(cell: dict) -> list[str]:
+    """The ``needs`` paths of a cell's extra sweeps that this machine lacks (Debian's Fashion-MNIST)."""
+    return [e["needs"] for e in cell.get("extra", []) if e.get("needs") and not Path(e["needs"]).exists()]
 
 
 def commit() -> str:
@@ -80,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     spec = load(preset)
     home = Path(os.environ.get("XFER_HOME", ROOT))
     root = home / "logs" / "study" / preset
-    seeds = ",".join(str(s) for s in spec["seeds"])
     only = {c for c in a.only.split(",") if c}
     unknown = only - {c["id"] for c in spec["cells"]}
     if unknown:
@@ -88,18 +119,21 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(c['id'] for c in spec['cells'])}", file=sys.stderr)
         return 2
     total = 0
+    if not a.dry_run:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(root / "study.json", json.dumps(spec, indent=1).encode())  # the page's cell list
     for cell in spec["cells"]:
         if only and cell["id"] not in only:
             continue
-        sweeps = [(cell["id"], [*cell["args"], f"seed={seeds}"])]
-        if cell.get("baseline"):
-            extra = [x for x in cell["args"] if not x.startswith(("experiment=", "strategy="))]
-            sweeps.append((f"{cell['id']}_baseline", [*cell["baseline"], *extra, f"seed={seeds}"]))
-        for name, args in sweeps:
+        skip = {f"{cell['id']}_{e['name']}" for e in cell.get("extra", []) if e.get("needs") in missing_data(cell)}
+        for name, args in sweeps(cell, spec["seeds"], spec.get("launcher", [])):
             folder = root / name
             n = jobs(args)
-            total += n
             command = " ".join(["python train.py -m", *args, f"hydra.sweep.dir={folder}"])
+            if name in skip:
+                print(f"{name}: skipped ({n} jobs): needs {', '.join(missing_data(cell))}, not on this machine")
+                continue
+            total += n
             meta_file = folder / "study.json"
             if a.dry_run:
                 print(f"{name}: {n} jobs: {command}")
@@ -117,17 +151,14 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             meta = {"command": command, "commit": commit(), "wall_s": meta.get("wall_s", 0.0) + wall,
                     "jobs": n, "finished_unix": time.time()}
-            meta_file.write_text(json.dumps(meta, indent=1))
+            atomic_write_bytes(meta_file, json.dumps(meta, indent=1).encode())
             print(f"{name}: {n} jobs in {wall / 60:.1f} min", flush=True)
     if a.dry_run:
         print(f"{total} jobs in all")
         return 0
-    from xfer.io import atomic_write_bytes
-    from xfer.report.study import results_markdown
+    from xfer.report.study import write_page
 
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(a.out, results_markdown(preset, spec["cells"], root).encode())
-    print(f"wrote {a.out}")
+    print(f"wrote {write_page(root, a.out)}")
     return 0
 
 

@@ -4,6 +4,8 @@
         [--contrast A:B ...] [--alpha A] [--metric test/acc|test/f1] [--keep-newest] [--no-plots] [--bootstrap N]
 
 Several folders are merged (a sweep and a separate text-baseline sweep); the summary goes into the first.
+    python scripts/summarize.py --study logs/study/<preset> [--out docs/results.md]
+rewrites a study's page and its cells' summaries (docs/results/<preset>/) from the study's folders alone.
 """
 from __future__ import annotations
 
@@ -18,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
                                       check_alpha, check_metric)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", type=Path, nargs="+", help="sweep folders (or any folders holding runs)")
+    parser.add_argument("folders", type=Path, nargs="*", help="sweep folders (or any folders holding runs)")
+    parser.add_argument("--study", type=Path, default=None, metavar="FOLDER",
+                        help="a study's folder (logs/study/<preset>): rewrite its results page instead")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "results.md",
+                        help="with --study: the page written (default docs/results.md)")
     parser.add_argument("--reference", default=DEFAULT_REFERENCE,
                         help=f"the group every other group is compared with: a label or strategy name "
                              f"({DEFAULT_REFERENCE})")
@@ -35,6 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=2000, metavar="N",
                         help="bootstrap replicates over units and test examples (0: off; default 2000)")
     args = parser.parse_args(argv)
+    if args.study is not None:
+        if args.folders:
+            print("error: --study takes no sweep folders; give either --study FOLDER or sweep folders", file=sys.stderr)
+            return 2
+        if not (args.study / "study.json").is_file():
+            print(f"error: --study {args.study}: no study.json there; allowed: a folder made by make study, "
+                  f"such as logs/study/cpu", file=sys.stderr)
+            return 2
+        from xfer.report.study import write_page
+
+        try:
+            print(f"wrote {write_page(args.study, args.out)}")
+        except ReportError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    if not args.folders:
+        print("error: no sweep folder given; give one such as logs/img2txt/multiruns/<stamp>, or --study FOLDER",
+              file=sys.stderr)
+        return 2
     for folder in args.folders:
         if not folder.is_dir():
             print(f"error: {folder} is not a folder; give a sweep folder such as logs/img2txt/multiruns/<stamp>",

@@ -28,8 +28,9 @@ def test_every_cell_of_every_preset_is_a_valid_config(preset: str):
     assert spec["cells"] and len(spec["seeds"]) >= (5 if preset != "smoke" else 2)
     for cell in spec["cells"]:
         assert set(cell["answers"]) <= set(__import__("xfer.report.study", fromlist=["QUESTIONS"]).QUESTIONS)
-        for args in [cell["args"], *([cell["baseline"]] if cell.get("baseline") else [])]:
-            first = [a.split(",")[0] if "=" in a else a for a in args if not a.startswith("hydra.")]
+        for _, args in study.sweeps(cell, spec["seeds"], spec.get("launcher", [])):
+            pairs = [a.split("=", 1) for a in args if "=" in a and not a.startswith(("hydra.", "hydra/"))]
+            first = [f"{key}={study._values(value)[0]}" for key, value in pairs]
             with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
                 cfg = compose("train", overrides=[*first, "paths.output_dir=/tmp/x"])
             validate(cfg)
@@ -46,7 +47,7 @@ def test_job_counts_and_bad_input(capsys):
     assert study.main(["cpu"]) == 2
     assert study.main(["study=cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "control: 40 jobs: python train.py -m experiment=img2img" in out and out.strip().endswith("jobs in all")
+    assert "control: 50 jobs: python train.py -m experiment=img2img" in out and out.strip().endswith("jobs in all")
 
 
 def _job(folder: Path, name: str, seed: int, acc: float, val: float) -> None:
@@ -70,13 +71,14 @@ def test_the_page_is_written_from_the_sweep_folders(tmp_path: Path):
     cells = [{"id": "control", "title": "The control", "answers": ["transfer_pays"]},
              {"id": "layers", "title": "Layers", "answers": ["which_layers"]}]
     md = results_markdown("cpu", cells, tmp_path)
+    assert study.jobs(["experiment=x", "source.classes=[5,6,7,8,9]", "strategy.k=1,2,3,4", "seed=0,1"]) == 8
     assert "**Cells not yet run:** layers." in md
     assert "- table `control` (The control):" in md
     assert "chosen on validation, linear_probe (test 71.6%, n=4)" in md
     assert "linear_probe vs scratch at data=1.0: +10.1 points [" in md and "Holm p=" in md
     assert "linear_probe vs frozen_random at data=1.0: +8.1 points" in md
     assert "| linear_probe | 1.0 | 4 | 71.6 |" in md
-    assert "| `control` | `python train.py -m experiment=img2img ...` | abc1234 | 1.5 min |" in md
+    assert "| `control` | `control` | ? | `python train.py -m experiment=img2img ...` | abc1234 | 1.5 min |" in md
     assert "How to choose the shared and the specific layers?**\n\nNo cell of this preset has run for it yet." in md
 
 
@@ -92,6 +94,7 @@ def test_make_study_runs_its_cells_skips_them_when_done_and_writes_the_page(tmp_
     again = subprocess.run([sys.executable, str(ROOT / "scripts" / "study.py"), "study=smoke", "--out", str(page)],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "control: done (6 jobs" in again.stdout and "img2txt: done (4 jobs" in again.stdout
+    assert "img2txt_baseline: done (2 jobs" in again.stdout
     assert page.read_text() == md
 
 

@@ -176,6 +176,14 @@ def plot_by_fraction(s: Summary, folder: Path) -> Path | None:
 
 def plot_layer_transfer(s: Summary, folder: Path) -> Path | None:
     """Accuracy against k for every strategy whose label carries k (freeze_first_k, transfer_first_k)."""
+    curves = _layer_curves(s)
+    if not curves:
+        return None
+    return _line_plot(curves, "k: trunk blocks transferred", "Layer transfer (Yosinski et al. 2014)",
+                      folder / "layer_transfer.png", f"target {METRICS[s.metric]} (%)")
+
+
+def _layer_curves(s: Summary) -> dict[str, list[tuple[float, Group]]]:
     several = len({g.data for g in s.groups}) > 1
     curves: dict[str, list[tuple[float, Group]]] = defaultdict(list)
     for g in s.groups:
@@ -183,11 +191,42 @@ def plot_layer_transfer(s: Summary, folder: Path) -> Path | None:
         if found and g.n:
             label, k = found
             curves[f"{label} data={g.data}" if several else label].append((k, g))
-    curves = {label: pts for label, pts in curves.items() if len(pts) > 1}
+    return {label: pts for label, pts in curves.items() if len(pts) > 1}
+
+
+def plot_layers_with_scores(s: Summary, reports: dict[int, dict[str, Any]], path: Path) -> Path | None:
+    """Yosinski's curves (accuracy against k, one line per family and experiment: AnB, AnB+, BnB, BnB+) on
+    the left; on the right, what the cheap scores said of the same depths before any training: the k-NN and
+    linear-probe accuracy of the source-trained trunk (solid) and of its random control (dashed), mean over
+    the seeds' reports. None without layer curves."""
+    curves = _layer_curves(s)
     if not curves:
         return None
-    return _line_plot(curves, "k: trunk blocks transferred", "Layer transfer (Yosinski et al. 2014)",
-                      folder / "layer_transfer.png", f"target {METRICS[s.metric]} (%)")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for label, pts in sorted(curves.items()):
+        pts = sorted(pts, key=lambda p: p[0])
+        left.errorbar([x for x, _ in pts], [100 * g.mean for _, g in pts], yerr=[_err(g) for _, g in pts],
+                      marker="o", capsize=3, label=label)
+    left.set(xlabel="k: trunk blocks transferred", ylabel=f"target {METRICS[s.metric]} (%)",
+             title="Layer transfer (Yosinski et al. 2014)")
+    left.legend(fontsize=7)
+    seeds = sorted(reports)
+    if seeds:
+        for v, variant in enumerate(reports[seeds[0]]["variants"]):
+            depths = [d["depth"] for d in variant["depths"]]
+            style = "--" if variant["name"] == "random" else "-"
+            for key, name in (("knn_acc", "k-NN"), ("probe_acc", "linear probe")):
+                means = [100 * float(np.mean([reports[sd]["variants"][v]["depths"][i][key] for sd in seeds]))
+                         for i in range(len(depths))]
+                right.plot(depths, means, style, marker="o", label=f"{name}, {variant['name']} trunk")
+        right.set(xlabel="depth k: blocks read", ylabel="score (% of target val)",
+                  title=f"Transferability scores per depth (mean of {len(seeds)} seeds)")
+        right.legend(fontsize=7)
+    else:
+        right.set_axis_off()
+        right.text(0.5, 0.5, "no transferability reports in this sweep", ha="center", va="center")
+    _save(fig, path)
+    return path
 
 
 def read_scalar(run_dir: Path, tag: str) -> list[tuple[int, float]]:

@@ -1,9 +1,13 @@
 """docs/results.md from a study's sweep folders alone: every number in it is read from results.json files
 through the summary (paired seeds, Holm-corrected within each cell), never typed.
 
-A cell is one sweep (``logs/study/<preset>/<cell>/``, with ``study.json``: its command, commit and wall
-time). The page opens with one answer per question, each naming its table, its effect size with the 95%
-CI and its Holm-adjusted p; then a table per cell; then how to rerun each cell.
+A cell is one table, made of one sweep (``logs/study/<preset>/<cell>/``) and its extra sweeps
+(``<cell>_<name>/``: a text baseline, a self-transfer control, another source), merged. Each sweep folder
+holds ``study.json`` (its command, commit and wall time); ``logs/study/<preset>/study.json`` holds the preset
+(the cells, their titles and questions). The page opens with one answer per question, each naming its table,
+its effect size with the 95% CI and its Holm-adjusted p; then a table per cell, with its plots; then how to
+rerun each cell. ``write_page`` also writes each cell's full summary (summary.md, the CSVs, the plots) into
+``<page folder>/results/<preset>/<cell>/``, so that what the page cites is committed beside it.
 """
 from __future__ import annotations
 
@@ -11,7 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xfer.io import atomic_write_bytes
+from xfer.report.plots import plot_layers_with_scores
+from xfer.report.settings import DEFAULT_CONTRASTS, DEFAULT_REFERENCE
 from xfer.report.summary import Comparison, Summary, summarize
+from xfer.report.transfer_check import read_reports
+from xfer.report.write import write_summary
 
 QUESTIONS = {
     "image_to_text": "Does an image-trained network help a text task at all?",
@@ -37,9 +46,23 @@ def effect(c: Comparison) -> str:
             + (" (significant)" if c.significant else ""))
 
 
-def cell_summary(folder: Path, baseline: Path | None) -> Summary:
-    folders = [folder] + ([baseline] if baseline is not None and baseline.is_dir() else [])
-    return summarize(folders if len(folders) > 1 else folder, bootstrap=0)
+def cell_folders(cell: dict[str, Any], root: Path) -> list[Path]:
+    """The cell's sweep folders that have run: its own first, then its extra sweeps'."""
+    names = [cell["id"], *(f"{cell['id']}_{e['name']}" for e in cell.get("extra", []))]
+    return [root / n for n in names if (root / n / META).is_file()]
+
+
+def cell_summary(cell: dict[str, Any], folders: list[Path], out: Path | None = None) -> Summary:
+    """The cell's merged summary; with ``out``, its summary.md, CSVs and plots are written there too."""
+    kw: dict[str, Any] = {"reference": cell.get("reference", DEFAULT_REFERENCE),
+                          "contrasts": cell.get("contrasts", DEFAULT_CONTRASTS)}
+    target = folders if len(folders) > 1 else folders[0]
+    if out is None:
+        return summarize(target, bootstrap=0, **kw)
+    s = write_summary(target, out=out, **kw)
+    reports = read_reports(folders[0])
+    plot_layers_with_scores(s, reports, out / "layers_with_scores.png")
+    return s
 
 
 def answer(s: Summary) -> list[str]:
@@ -56,9 +79,15 @@ def answer(s: Summary) -> list[str]:
     return lines
 
 
-def cell_markdown(cell: dict[str, Any], s: Summary, meta: dict[str, Any]) -> list[str]:
-    out = [f"### {cell['title']} (`{cell['id']}`)", "",
-           "| group | data | n | test acc (%) | 95% CI | val acc (%) |", "|---|---|---:|---:|---|---:|"]
+PLOTS = ("accuracy_by_strategy.png", "difference_from_reference.png", "accuracy_by_fraction.png",
+         "transfer_gain.png", "layers_with_scores.png", "similarity.png")
+
+
+def cell_markdown(cell: dict[str, Any], s: Summary, plots: Path | None = None, link: str = "") -> list[str]:
+    out = [f"### {cell['title']} (`{cell['id']}`)", ""]
+    if cell.get("note"):
+        out += [cell["note"], ""]
+    out += ["| group | data | n | test acc (%) | 95% CI | val acc (%) |", "|---|---|---:|---:|---|---:|"]
     for g in s.groups:
         ci = "" if g.ci95 is None else f"[{_pct(g.mean - g.ci95)}, {_pct(g.mean + g.ci95)}]"
         out.append(f"| {g.strategy} | {g.data} | {g.n} | {_pct(g.mean)} | {ci} | {_pct(g.val_mean)} |")
@@ -71,30 +100,41 @@ def cell_markdown(cell: dict[str, Any], s: Summary, meta: dict[str, Any]) -> lis
             out.append(f"| {c.group.strategy} vs {c.reference.strategy} | {c.data} | {c.n} | {_pct(d.mean, True)} | "
                        f"[{_pct(d.ci_low, True)}, {_pct(d.ci_high, True)}] | {_p(c.p_holm)} | "
                        f"{'yes' if c.significant else 'no'} |")
+    out += [f"- {n}" for n in s.notes]
     if s.failed or s.incomplete:
         out += ["", f"Not finished: {len(s.failed)} failed, {len(s.incomplete)} incomplete jobs (rerun `make study`)."]
+    if plots is not None:
+        found = [name for name in PLOTS if (plots / name).is_file()]
+        if found:
+            out += ["", f"Full summary: [{link}/summary.md]({link}/summary.md).", ""]
+            out += [f"![{cell['id']}: {name[:-4]}]({link}/{name})" for name in found]
     out.append("")
     return out
 
 
-def results_markdown(preset: str, cells: list[dict[str, Any]], root: Path) -> str:
-    """The page, from ``root`` (the preset's folder of cell sweeps)."""
-    done: list[tuple[dict[str, Any], Summary, dict[str, Any]]] = []
+def _shown(text: str, root: Path, preset: str) -> str:
+    """A command as the page shows it: the study's folder as logs/study/<preset>, whatever XFER_HOME was."""
+    return text.replace(str(root), f"logs/study/{preset}")
+
+
+def results_markdown(preset: str, cells: list[dict[str, Any]], root: Path, out_dir: Path | None = None,
+                     link: str = "") -> str:
+    """The page, from ``root`` (the preset's folder of cell sweeps). With ``out_dir``, each cell's full
+    summary is written into ``out_dir/<cell>/`` and the page links it as ``<link>/<cell>/``."""
+    done: list[tuple[dict[str, Any], Summary, list[Path]]] = []
     missing = []
     for cell in cells:
-        folder = root / cell["id"]
-        meta_file = folder / META
-        if not meta_file.is_file():
+        folders = cell_folders(cell, root)
+        if not folders or folders[0] != root / cell["id"]:
             missing.append(cell["id"])
             continue
-        meta = json.loads(meta_file.read_text())
-        baseline = folder.parent / f"{cell['id']}_baseline" if cell.get("baseline") else None
-        done.append((cell, cell_summary(folder, baseline), meta))
+        done.append((cell, cell_summary(cell, folders, None if out_dir is None else out_dir / cell["id"]), folders))
     lines = [f"# Results: the `{preset}` study", "",
-             f"Generated by `make study` (`python scripts/study.py study={preset}`) from the sweep folders under "
-             f"`{root}`; every number below is read from the runs' results.json. Paired seeds, the winner chosen on "
-             f"validation, differences with 95% t-CIs, p-values Holm-corrected within each cell. A null result is "
-             f"a result.", ""]
+             f"Generated by `make study STUDY={preset}` (`python scripts/study.py study={preset}`) from the sweep "
+             f"folders under `logs/study/{preset}/`, and regenerated from them alone by `python scripts/summarize.py "
+             f"--study logs/study/{preset}`. Every number below is read from the runs' results.json: paired seeds, the "
+             f"winner chosen on validation, differences with 95% t-CIs, p-values Holm-corrected within each cell. "
+             f"A null result is a result.", ""]
     if missing:
         lines += [f"**Cells not yet run:** {', '.join(missing)}.", ""]
     lines += ["## Answers", ""]
@@ -109,9 +149,32 @@ def results_markdown(preset: str, cells: list[dict[str, Any]], root: Path) -> st
         lines.append("")
     lines += ["## Tables", ""]
     for cell, s, _ in done:
-        lines += cell_markdown(cell, s, _)
-    lines += ["## Rerun", "", "| cell | command | commit | wall time |", "|---|---|---|---:|"]
-    for cell, _, meta in done:
-        lines.append(f"| `{cell['id']}` | `{meta['command']}` | {meta.get('commit', '?')} | "
-                     f"{meta.get('wall_s', 0) / 60:.1f} min |")
+        plots = None if out_dir is None else out_dir / cell["id"]
+        lines += cell_markdown(cell, s, plots, f"{link}/{cell['id']}" if link else cell["id"])
+    lines += ["## Rerun", "", "Each row is one sweep; `make study` reruns only what is not finished.", "",
+              "| cell | sweep | jobs | command | commit | wall time |", "|---|---|---:|---|---|---:|"]
+    total = 0.0
+    for cell, _, folders in done:
+        for folder in folders:
+            meta = json.loads((folder / META).read_text())
+            total += meta.get("wall_s", 0.0)
+            lines.append(f"| `{cell['id']}` | `{folder.name}` | {meta.get('jobs', '?')} | "
+                         f"`{_shown(meta['command'], root, preset)}` | {meta.get('commit', '?')} | "
+                         f"{meta.get('wall_s', 0) / 60:.1f} min |")
+    lines += ["", f"Wall time of the sweeps, all cells: {total / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def write_page(root: Path, out: Path) -> Path:
+    """docs/results.md (``out``) and its cells' summaries (``<out folder>/results/<preset>/<cell>/``) from a
+    study's folder ``root`` (``logs/study/<preset>``, whose study.json holds the preset)."""
+    spec_file = root / META
+    if not spec_file.is_file():
+        raise FileNotFoundError(f"{spec_file}: not a study folder (run make study first)")
+    spec = json.loads(spec_file.read_text())
+    preset = spec["name"]
+    out_dir = out.parent / "results" / preset
+    md = results_markdown(preset, spec["cells"], root, out_dir, f"results/{preset}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, md.encode())
+    return out

@@ -17,14 +17,20 @@ from xfer.report.transfer_check import markdown as transfer_check
 def write_summary(folders: Folders, plots: bool = True, reference: str = DEFAULT_REFERENCE,
                   keep_newest: bool = False, bootstrap: int = 2000,
                   contrasts: Sequence[str] | str | None = DEFAULT_CONTRASTS, alpha: float = DEFAULT_ALPHA,
-                  metric: str = DEFAULT_METRIC) -> Summary:
+                  metric: str = DEFAULT_METRIC, out: Path | None = None) -> Summary:
     """Summarize the runs under ``folders`` (one folder, or several merged: a sweep and a separate
-    baseline sweep) and write summary.md, summary.csv, comparisons.csv and the plots into the first."""
-    out = as_folders(folders)[0]
+    baseline sweep) and write summary.md, summary.csv, comparisons.csv and the plots into ``out`` (default:
+    the first folder; the sweep-end transferability reports are read from the first folder either way)."""
+    first = as_folders(folders)[0]
+    out = Path(first if out is None else out)
+    out.mkdir(parents=True, exist_ok=True)
     s = summarize(folders, reference=reference, keep_newest=keep_newest, bootstrap=bootstrap, contrasts=contrasts,
                   alpha=alpha, metric=metric)
     cka = similarity.collect(s)
-    atomic_write_bytes(out / "summary.md", (to_markdown(s, plots=plots) + transfer_check(s, Path(out))
+    # the reports score the first folder's source trunks: check them against that folder's runs alone
+    own = s if len(as_folders(folders)) == 1 else summarize(first, keep_newest=keep_newest, bootstrap=0,
+                                                          contrasts=None, alpha=alpha, metric=metric)
+    atomic_write_bytes(out / "summary.md", (to_markdown(s, plots=plots) + transfer_check(own, Path(first))
                                             + similarity.markdown(cka, plots)).encode())
     atomic_write_bytes(out / "summary.csv", to_csv(s).encode())
     atomic_write_bytes(out / "comparisons.csv", comparisons_csv(s).encode())
