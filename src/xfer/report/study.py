@@ -43,7 +43,7 @@ def effect(c: Comparison) -> str:
     d = c.diff
     return (f"{c.group.strategy} vs {c.reference.strategy} at data={c.data}: {_pct(d.mean, True)} points "
             f"[{_pct(d.ci_low, True)}, {_pct(d.ci_high, True)}], Holm p={_p(c.p_holm)}, n={c.n}"
-            + (" (significant)" if c.significant else ""))
+            + (" (significant)" if c.significant else " (not significant)"))
 
 
 def cell_folders(cell: dict[str, Any], root: Path) -> list[Path]:
@@ -65,16 +65,19 @@ def cell_summary(cell: dict[str, Any], folders: list[Path], out: Path | None = N
     return s
 
 
-def answer(s: Summary) -> list[str]:
-    """The cell's headline: the winner on validation per data size, then every group's paired difference
-    from the reference there (the winner may be the reference itself) and the planned contrasts."""
+def answer(s: Summary, cell: dict[str, Any] | None = None) -> list[str]:
+    """The cell's headline: the winner on validation per data size, then the paired differences the cell
+    asks about: its planned contrasts and the winner's difference from the reference when it names
+    contrasts, else every group's difference from the reference (the tables below hold them all)."""
+    planned = bool((cell or {}).get("contrasts"))
     lines = []
     for size, w in s.winners.items():
         if w.group is None:
             lines.append(f"data={size}: no winner ({w.note})")
             continue
         lines.append(f"data={size}: chosen on validation, {w.group.strategy} (test {_pct(w.group.mean)}%, n={w.group.n})")
-        lines += [effect(c) for c in s.comparisons if c.data == size and not c.contrast]
+        lines += [effect(c) for c in s.comparisons if c.data == size and not c.contrast
+                  and (not planned or c.group.strategy == w.group.strategy)]
     lines += [effect(c) for c in s.comparisons if c.contrast]
     return lines
 
@@ -145,7 +148,7 @@ def results_markdown(preset: str, cells: list[dict[str, Any]], root: Path, out_d
             lines += ["No cell of this preset has run for it yet.", ""]
             continue
         for cell, s in evidence:
-            lines += [f"- table `{cell['id']}` ({cell['title']}):"] + [f"  - {a}" for a in answer(s)]
+            lines += [f"- table `{cell['id']}` ({cell['title']}):"] + [f"  - {a}" for a in answer(s, cell)]
         lines.append("")
     lines += ["## Tables", ""]
     for cell, s, _ in done:
