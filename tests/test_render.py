@@ -40,6 +40,41 @@ def test_render_draws_each_text_white_on_black_deterministically():
     assert not np.array_equal(a[0], render(["achieves a sort of filmic epiphany"], 40, 120, 8)[0])  # case shows
 
 
+def test_characters_without_a_glyph_are_drawn_as_the_fallback_and_counted():
+    """CJK and Arabic have no glyph in Pillow's own font (it covers ASCII and typographic quotes; not even
+    accented letters): they are drawn as its fallback glyph (the same pixels as a code point no font has),
+    and counted with examples; ASCII and spaces are not."""
+    import string
+
+    from xfer.data.render import GlyphCheck, merge_stats
+
+    font = _font(8)
+    check = GlyphCheck(font)
+    assert not any(check.missing(ch) for ch in string.printable + "’“”")
+    assert check.missing("中") and check.missing("م") and check.missing("é")
+    stats: dict = {}
+    a = render(["a fine film", "电影很好", "فيلم جيد", "ok 中"], 40, 120, 8, stats=stats)
+    assert stats["texts"] == 4 and stats["texts_with_missing_glyphs"] == 3
+    assert stats["missing_glyph_chars"] == 4 + 7 + 1  # every non-space character of the CJK and Arabic texts
+    assert "中" in stats["missing_glyph_examples"] and len(stats["missing_glyph_examples"]) <= 10
+    assert a[1].sum() > 0  # drawn (as fallback glyphs), not left black
+    assert np.array_equal(render(["中"], 40, 120, 8)[0], render(["\U0010fffd"], 40, 120, 8)[0])
+    merged = merge_stats({"train": stats, "val": {**stats, "missing_glyph_examples": ["م"]}})
+    assert merged["missing_glyph_chars"] == 24 and merged["splits"]["train"] == stats
+
+
+def test_long_texts_wrap_or_stay_on_one_line_as_configured():
+    long = "the quick brown fox jumps over the lazy dog " * 5
+    wrapped, one = {}, {}
+    a = render([long, "short"], 40, 120, 8, stats=wrapped)
+    b = render([long, "short"], 40, 120, 8, wrap_lines=False, stats=one)
+    ascent, descent = _font(8).getmetrics()
+    assert np.flatnonzero((a[0] > 0).any(axis=1)).max() >= ascent + descent  # more than one line
+    assert np.flatnonzero((b[0] > 0).any(axis=1)).max() < ascent + descent + 1  # one line only
+    assert wrapped["cut"] == 1 and one["cut"] == 1  # both cut the long text; neither the short one
+    assert np.array_equal(a[1], b[1])
+
+
 def _csv(path: Path, n: int = 120) -> str:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -77,6 +112,16 @@ def test_a_text_data_set_is_served_as_images_and_rendered_once(tmp_path: Path, m
     assert half.from_cache == ["val", "test"]
     other = _module(path, tmp_path / "cache", font_size=10)  # other settings: another key
     assert other.from_cache == []
+    line = _module(path, tmp_path / "cache", wrap=False)  # one line per text: another key too
+    assert line.from_cache == [] and line.rendering["texts"] == 120
+    # the counts are kept beside the images, and recounted (not redrawn) where a cache predates them
+    assert again.rendering == dm.rendering and dm.rendering["cut"] == 0
+    for f in (tmp_path / "cache").glob("reviews_*.json"):
+        f.unlink()
+    real = r.render
+    monkeypatch.setattr(r, "render", lambda *a, draw=True, **k: pytest.fail("drew again") if draw else real(
+        *a, draw=False, **k))
+    assert _module(path, tmp_path / "cache").rendering["texts"] == 120
 
 
 def test_a_torn_cache_file_is_drawn_again(tmp_path: Path):
@@ -90,9 +135,25 @@ def test_a_torn_cache_file_is_drawn_again(tmp_path: Path):
 
 @pytest.mark.parametrize("key, value", [("height", 4), ("font_size", 0), ("width", "wide")])
 def test_bad_render_settings_are_one_line(tmp_path: Path, key: str, value):
-    with pytest.raises(DataError, match=rf"^reviews\.{key}={value!r}; allowed: an integer >= \d+$"):
+    with pytest.raises(DataError, match=rf"^target\.{key}={value!r}; allowed: an integer >= \d+$"):
         RenderedTextDataModule("reviews", reader=partial(read_csv_text, path=_csv(tmp_path / "r.csv")),
                                **{key: value})
+
+
+def test_a_rendering_too_large_for_memory_is_one_line_before_drawing(tmp_path: Path, monkeypatch):
+    """height x width x rows is known at load: a size the machine cannot hold is refused, naming the
+    settings, the estimate, what is available and what would fit, before one text is drawn."""
+    import xfer.data.render as r
+    import xfer.machine as machine
+
+    monkeypatch.setattr(machine, "available_memory", lambda: (64 * 2**20, "MemAvailable"))
+    monkeypatch.setattr(r, "render", lambda *a, **k: pytest.fail("drew before checking the memory"))
+    with pytest.raises(ConfigError) as err:
+        _module(_csv(tmp_path / "r.csv"), tmp_path / "cache", height=4000, width=4000)
+    msg = str(err.value)
+    assert msg.startswith("target.height=4000, target.width=4000: ") and "images needs about" in msg
+    assert " is available (MemAvailable" in msg and "allowed here: target.height x target.width <= " in msg
+    assert not (tmp_path / "cache").exists()
 
 
 def test_the_target_adapter_starts_from_the_source_adapter_or_says_why_not():

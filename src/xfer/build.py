@@ -28,7 +28,7 @@ def to_dict(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-_DATA_KEY = re.compile(r"(?<![\w/.~-])(?:source|target)\.(?=reader\.|image_size\b|classes\b|group_column\b|max_len\b)")
+_DATA_KEY = re.compile(r"(?<![\w/.~-])(?:source|target)\.(?=reader\.|image_size\b|classes\b|group_column\b|max_len\b|height\b|width\b|font_size\b|wrap\b)")
 
 
 def modality(cfg: DictConfig) -> str:

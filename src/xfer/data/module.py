@@ -97,6 +97,7 @@ class SplitDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.class_names: list[str] = []
         self.dropped: dict[str, int] = {}
+        self.rendering: dict[str, Any] | None = None  # text drawn as images: what was cut, what had no glyph
         self.indices: dict[str, np.ndarray] = {}  # split -> each example's row among the reader's rows (all splits)
         self.groups: dict[str, np.ndarray] | None = None  # split -> each example's group id, when grouped
         self.group_counts: dict[str, int] | None = None  # split -> number of groups, when grouped
