@@ -83,6 +83,20 @@ def test_in_memory_auto_decides_by_the_decoded_size(tmp_path):
         read_image_folder(str(root), in_memory="yes")
 
 
+def test_in_memory_auto_reads_lazily_what_the_memory_cannot_hold(tmp_path, monkeypatch):
+    """Under in_memory_limit_mb but over what this machine has free: auto reads lazily (with a fixed size)
+    rather than stopping; in_memory=true is refused in one line, naming the setting."""
+    import xfer.machine as machine
+    from xfer.errors import ConfigError
+
+    root = write_folder(tmp_path)  # 27 KiB decoded, 54 KiB with the stacking copy
+    monkeypatch.setattr(machine, "available_memory", lambda: (40 * 2**10, "MemAvailable"))
+    auto = read_image_folder(str(root), image_size=[16, 16], in_memory="auto", in_memory_limit_mb=1)
+    assert isinstance(auto.splits["train"][0], list) and auto.decode is not None
+    with pytest.raises(ConfigError, match=r"^source\.image_size=\[16, 16\]: 36 images of 3 x 16 x 16 decoded"):
+        read_image_folder(str(root), image_size=[16, 16], in_memory=True)
+
+
 def test_a_file_that_cannot_be_decoded_lazily_stops_the_run_naming_it(tmp_path):
     root = write_folder(tmp_path)
     (root / "ant" / "zz_broken.png").write_bytes(b"\x89PNG cut short")

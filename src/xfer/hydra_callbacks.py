@@ -15,6 +15,26 @@ from xfer.report.settings import (DEFAULT_ALPHA, DEFAULT_CONTRASTS, DEFAULT_METR
 log = logging.getLogger(__name__)
 _NODE = "hydra.callbacks.summarize"
 
+# What the last multirun of this process left, for train.py's exit code: (sweep folder, failed job folders,
+# jobs with a results.json). Set by SummarizeSweep at the end of every sweep, summary or not.
+last_sweep: tuple[Path, list[str], int] | None = None
+
+
+def failed_jobs(folder: Path) -> tuple[list[str], int]:
+    """The job folders under a sweep whose results.json says ``failed``, and how many jobs have one."""
+    import json
+
+    failed, seen = [], 0
+    for path in sorted(Path(folder).glob("*/results.json")):
+        try:
+            status = json.loads(path.read_text()).get("status")
+        except (OSError, ValueError):
+            status = "failed"  # unreadable: not a finished job
+        seen += 1
+        if status != "ok":
+            failed.append(path.parent.name)
+    return failed, seen
+
 
 class SummarizeSweep(Callback):
     """Writes summary.md, summary.csv, comparisons.csv and the plots into the sweep folder, and prints the
@@ -40,7 +60,9 @@ class SummarizeSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from xfer.report import write_summary
 
+        global last_sweep
         folder = Path(config.hydra.sweep.dir)
+        last_sweep = (folder, *failed_jobs(folder))
         rerun = f"python scripts/summarize.py {folder}" + "".join(
             f" {flag} {value}" for flag, value, default in (("--reference", self.reference, DEFAULT_REFERENCE),
                                                             ("--alpha", self.alpha, DEFAULT_ALPHA),

@@ -152,6 +152,13 @@ def available_memory(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path(
     return found
 
 
+def memory_fits(need: float) -> bool:
+    """Whether ``need`` bytes are within ``MEMORY_SHARE`` of the available memory (True when it cannot be
+    read): what check_memory refuses, asked without refusing."""
+    free = available_memory()
+    return free is None or need <= MEMORY_SHARE * free[0]
+
+
 def check_memory(setting: str, need: float, what: str, allowed: Callable[[float], str] | None = None) -> None:
     """Refuse ``setting`` in one line when the ``need`` bytes it makes the run allocate (``what``) exceed
     ``MEMORY_SHARE`` of the available memory: checked before allocating, as the kernel would otherwise

@@ -47,3 +47,23 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [sys.argv[0], *args]  # Hydra reads the command line from sys.argv
     with one_line_hydra_errors():
         hydra_job()
+    sys.exit(sweep_exit_code())
+
+
+def sweep_exit_code() -> int:
+    """0 after a single run or a sweep whose jobs all finished; 1, with one line, after a sweep in which a job
+    failed or was interrupted (each recorded in its results.json, the summary counting it), so a script or
+    a scheduler does not take the sweep for a success."""
+    from xfer import hydra_callbacks
+
+    if hydra_callbacks.last_sweep is None:
+        return 0
+    folder, failed, seen = hydra_callbacks.last_sweep
+    hydra_callbacks.last_sweep = None
+    if not failed:
+        return 0
+    shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    print(f"error: {len(failed)} of {seen} sweep jobs did not finish ({shown}); their errors are in their "
+          f"results.json and {folder / 'summary.md'}; rerun the sweep with resume=last to retry only them",
+          file=sys.stderr)
+    return 1

@@ -21,6 +21,17 @@ def _job_dir(default: str, *, _root_: Any) -> str:
     return job_dir(str(default), _root_)
 
 
+def requeued() -> str | None:
+    """``resume``'s default: ``last`` in a job SLURM has requeued (after a preemption or, through submitit's
+    ``max_num_timeout``, a time limit; SLURM sets ``SLURM_RESTART_COUNT`` then), so it goes back to its own
+    folder and continues from its last.ckpt, or is not retrained if it had finished; None otherwise."""
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        restarts = 0
+    return "last" if restarts > 0 else None
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("xfer_tag"):
         # cached: one random tag per process, so a run folder is named once and never collides with a
@@ -30,6 +41,8 @@ def register() -> None:
         # resume=last in a sweep: the earlier sweep's folder (xfer.sweep_resume). Cached, so every job,
         # whose config Hydra composes later with the sweep's resolver cache, gets the folder the sweep chose
         OmegaConf.register_new_resolver("xfer_sweep_dir", _sweep_dir, use_cache=True)
+    if not OmegaConf.has_resolver("xfer_requeued"):
+        OmegaConf.register_new_resolver("xfer_requeued", requeued)
     if not OmegaConf.has_resolver("xfer_job_dir"):
         # resume=last in a sweep: the job's earlier folder, found by its overrides (xfer.sweep_resume)
         OmegaConf.register_new_resolver("xfer_job_dir", _job_dir)

@@ -8,6 +8,7 @@ nested node (``reader: {_target_: xfer.data.readers_image.read_mnist, _partial_:
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import struct
 from collections import Counter
@@ -20,6 +21,8 @@ from xfer.data.carriers import carrier_or_path
 from xfer.data.raw import Raw
 from xfer.data.spec import SPLITS
 from xfer.errors import DataError
+
+log = logging.getLogger(__name__)
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
 IDX_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -304,7 +307,13 @@ def read_image_folder(path: str | None = None, channels: int = 3,
     n = sum(len(files) for files, _ in listed.values())
     h, w = size or _image_size(listed["train"][0][0]) or (0, 0)
     if in_memory == "auto":
+        from xfer.machine import memory_fits
+
         in_memory = n * channels * h * w <= in_memory_limit_mb * 2**20
+        if in_memory and size is not None and not memory_fits(2 * n * channels * h * w):
+            log.info("data set '%s': %s images do not fit in the memory available; reading them lazily", dataset,
+                     f"{n:,}")
+            in_memory = False  # auto with a fixed size: lazy reading holds one batch, where memory is short
     if in_memory:  # every image decoded, then stacked into one array: twice the set, checked before decoding
         from xfer.machine import check_memory
 
