@@ -65,6 +65,19 @@ def sweeps(cell: dict, seeds: list[int], launcher: list[str] = ()) -> list[tuple
     return out
 
 
+def sweep_misuse(args: list[str]) -> str | None:
+    """A ``strategy.<key>=<one value>`` beside a sweep over ``strategy=``: Hydra composes the sweep's config
+    before any strategy is chosen, so the key is unknown there and the whole sweep stops. ``choice(v)`` makes
+    it a one-value sweep, applied per job."""
+    if not any(a.startswith("strategy=") and len(_values(a.split("=", 1)[1])) > 1 for a in args):
+        return None
+    for a in args:
+        key, _, value = a.partition("=")
+        if key.startswith("strategy.") and len(_values(value)) == 1 and not value.startswith("choice("):
+            return f"{a} beside a sweep over strategy=; write {key}=choice({value})"
+    return None
+
+
 def missing_data(cell: dict) -> list[str]:
     """The ``needs`` paths of a cell's extra sweeps that this machine lacks (Debian's Fashion-MNIST)."""
     return [e["needs"] for e in cell.get("extra", []) if e.get("needs") and not Path(e["needs"]).exists()]
@@ -118,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --only {','.join(sorted(unknown))}: no such cell; allowed: "
               f"{', '.join(c['id'] for c in spec['cells'])}", file=sys.stderr)
         return 2
+    for cell in spec["cells"]:
+        for name, args in sweeps(cell, spec["seeds"], spec.get("launcher", [])):
+            bad = sweep_misuse(args)
+            if bad:
+                print(f"error: study={preset}, cell {name}: {bad}", file=sys.stderr)
+                return 2
     total = 0
     if not a.dry_run:
         root.mkdir(parents=True, exist_ok=True)

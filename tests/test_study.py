@@ -30,7 +30,9 @@ def test_every_cell_of_every_preset_is_a_valid_config(preset: str):
         assert set(cell["answers"]) <= set(__import__("xfer.report.study", fromlist=["QUESTIONS"]).QUESTIONS)
         for _, args in study.sweeps(cell, spec["seeds"], spec.get("launcher", [])):
             pairs = [a.split("=", 1) for a in args if "=" in a and not a.startswith(("hydra.", "hydra/"))]
-            first = [f"{key}={study._values(value)[0]}" for key, value in pairs]
+            assert study.sweep_misuse(args) is None, (preset, cell["id"])
+            first = [f"{key}={study._values(value.removeprefix('choice(').removesuffix(')'))[0]}"
+                     for key, value in pairs]
             with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
                 cfg = compose("train", overrides=[*first, "paths.output_dir=/tmp/x"])
             validate(cfg)
@@ -39,6 +41,11 @@ def test_every_cell_of_every_preset_is_a_valid_config(preset: str):
 def test_job_counts_and_bad_input(capsys):
     assert study.jobs(["experiment=img2img", "strategy=a,b,c", "seed=0,1", "target.samples_per_class=10,50"]) == 12
     assert study.jobs(["experiment=img2img"]) == 1
+    # Hydra composes a sweep's config before a strategy is chosen: a one-value strategy key there is refused
+    assert study.sweep_misuse(["strategy=a,b", "strategy.k=2"]) == \
+        "strategy.k=2 beside a sweep over strategy=; write strategy.k=choice(2)"
+    assert study.sweep_misuse(["strategy=a,b", "strategy.k=choice(2)", "strategy.lr=1,2"]) is None
+    assert study.sweep_misuse(["strategy=a", "strategy.k=2"]) is None
     with pytest.raises(SystemExit) as err:
         study.main(["study=nope", "--dry-run"])
     assert err.value.code == 2 and "study=nope: no conf/study/nope.yaml; allowed: cpu, full, smoke" in capsys.readouterr().err
