@@ -718,6 +718,56 @@ def test_a_full_disk_at_the_trunk_cache_leaves_no_entry(home: Path, monkeypatch,
     assert load_results(path)["status"] == "failed" and load_results(path)["error_type"] == "DiskFullError"
 
 
+def test_a_sweep_that_would_fill_the_disk_stops_before_its_first_job(tmp_path: Path, monkeypatch, capsys):
+    """The sweep's writes are estimated from the experiment's newest finished run (its folder's size) times
+    the jobs still to run; more than the free space is one line, exit 2, before any job; without a finished
+    run to go by, or with room, the sweep starts."""
+    from omegaconf import OmegaConf
+
+    import xfer.machine as machine
+    from xfer.hydra_callbacks import SummarizeSweep, sweep_jobs
+    from xfer.main import main
+
+    logs = tmp_path / "logs"
+    run = logs / "img2img" / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"status": "ok"}))
+    (run / "checkpoints.bin").write_bytes(b"\0" * 1_000_000)
+    failed = logs / "img2img" / "runs" / "r2"  # a failed run is no guide
+    failed.mkdir()
+    (failed / "results.json").write_text(json.dumps({"status": "failed"}))
+    assert sweep_jobs(["strategy=a,b,c", "seed=0,1", "target.fraction=0.1"]) == 6
+    cfg = OmegaConf.create({"name": "img2img", "paths": {"log_dir": str(logs)},
+                            "hydra": {"sweep": {"dir": str(logs / "img2img" / "multiruns" / "new")},
+                                      "overrides": {"task": ["strategy=a,b,c", "seed=0,1"]}}})
+    real = shutil.disk_usage
+    monkeypatch.setattr(machine.shutil, "disk_usage", lambda p: real(p)._replace(free=5_000_000))
+    with pytest.raises(SystemExit) as stop:
+        SummarizeSweep().on_multirun_start(cfg)
+    assert stop.value.code == 2
+    [msg] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    msg = msg.removeprefix("error: ")
+    assert msg.startswith("not enough disk for this sweep: 6 jobs need about 6.0 MB (1.0 MB each, as ")
+    assert str(run) in msg and "5.0 MB free" in msg and "callbacks.checkpoint.save_last=false" in msg
+    monkeypatch.setattr(machine.shutil, "disk_usage", lambda p: real(p)._replace(free=7_000_000))
+    SummarizeSweep().on_multirun_start(cfg)  # room enough
+    (run / "results.json").write_text(json.dumps({"status": "failed"}))
+    monkeypatch.setattr(machine.shutil, "disk_usage", lambda p: real(p)._replace(free=0))
+    SummarizeSweep().on_multirun_start(cfg)  # nothing to estimate from: not refused
+
+    # from the command line: one line, exit 2, no job folder
+    (run / "results.json").write_text(json.dumps({"status": "ok"}))
+    monkeypatch.setenv("XFER_HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    with pytest.raises(SystemExit) as code:
+        main(["-m", "experiment=img2img", "strategy=scratch,finetune", f"paths.log_dir={logs}",
+              f"hydra.sweep.dir={tmp_path / 'sweep'}", "trainer.fast_dev_run=true"])
+    assert code.value.code == 2
+    err_lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert len(err_lines) == 1 and err_lines[0].startswith("error: not enough disk for this sweep: 2 jobs")
+    assert not list((tmp_path / "sweep").glob("*/results.json"))
+
+
 @pytest.mark.slow  # the injected ENOSPC tests above stay fast; make test-full
 def test_a_real_full_disk_is_one_line(tmp_path: Path):
     """The issue's case, where this machine can make it: the home on a 6 MB tmpfs (root, a private mount

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from xfer.errors import ConfigError, ReportError
+from xfer.errors import ConfigError, InputError, ReportError
 from xfer.report.settings import (DEFAULT_ALPHA, DEFAULT_CONTRASTS, DEFAULT_METRIC, DEFAULT_REFERENCE, check_alpha,
                                   check_metric)
 
@@ -18,6 +19,20 @@ _NODE = "hydra.callbacks.summarize"
 # What the last multirun of this process left, for train.py's exit code: (sweep folder, failed job folders,
 # jobs with a results.json). Set by SummarizeSweep at the end of every sweep, summary or not.
 last_sweep: tuple[Path, list[str], int] | None = None
+
+
+def sweep_jobs(overrides: Any) -> int:
+    """How many jobs a multirun's command-line overrides make (the product of the sweeps' lengths); 1 where
+    Hydra's parser cannot expand one (a sweeper's own search space)."""
+    import math
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+        return math.prod(len(list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override())
+    except Exception:  # noqa: BLE001 - an estimate only: glob() over a config group and the like
+        return 1
 
 
 def failed_jobs(folder: Path) -> tuple[list[str], int]:
@@ -56,6 +71,20 @@ class SummarizeSweep(Callback):
             self.metric = check_metric(metric, f"{_NODE}.metric")
         except ReportError as err:  # a setting of the config: the user fixes it before the sweep starts
             raise ConfigError(str(err)) from None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Before any job: a sweep whose writes, estimated from the experiment's newest finished run, do not
+        fit on the disk stops with one line (xfer.machine.check_sweep_disk)."""
+        from xfer.machine import check_sweep_disk
+
+        folder = Path(str(config.hydra.sweep.dir))
+        failed, seen = failed_jobs(folder)  # a resumed sweep: its finished jobs write nothing more
+        try:
+            check_sweep_disk(folder, Path(str(config.paths.log_dir)) / str(config.name),
+                             sweep_jobs(config.hydra.overrides.task) - (seen - len(failed)))
+        except InputError as err:  # Hydra turns a callback's exception into a warning: exit here, in one line
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(err.exit_code) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from xfer.report import write_summary

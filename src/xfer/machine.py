@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -170,3 +171,49 @@ def check_memory(setting: str, need: float, what: str, allowed: Callable[[float]
     hint = f"; allowed here: {allowed(MEMORY_SHARE * free[0])}" if allowed else ""
     raise ConfigError(f"{setting}: {what} needs about {_size(need)} of memory, but {_size(free[0])} is available "
                       f"({free[1]}; a run may take {MEMORY_SHARE:.0%} of it){hint}")
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def sweep_disk_need(experiment_logs: Path, jobs: int) -> tuple[int, Path] | None:
+    """What ``jobs`` new jobs of an experiment will write, estimated from the newest finished run under
+    ``experiment_logs`` (``<log_dir>/<experiment>``: its folder's size, checkpoints and all), and that run;
+    None when the experiment has no finished run to go by."""
+    import json
+
+    newest = None
+    for path in Path(experiment_logs).glob("**/results.json"):
+        try:
+            if json.loads(path.read_text()).get("status") != "ok":
+                continue
+            mtime = path.stat().st_mtime
+        except (OSError, ValueError, AttributeError):
+            continue
+        if newest is None or mtime > newest[0]:
+            newest = (mtime, path.parent)
+    if newest is None:
+        return None
+    return jobs * _tree_bytes(newest[1]), newest[1]
+
+
+def check_sweep_disk(sweep_dir: Path, experiment_logs: Path, jobs: int) -> None:
+    """Refuse, in one line and before any job starts, a sweep whose estimated writes (``sweep_disk_need``)
+    exceed the free space where it writes. Nothing is refused without an estimate."""
+    from xfer.errors import InputError
+
+    estimate = sweep_disk_need(experiment_logs, jobs) if jobs > 0 else None
+    if estimate is None:
+        return
+    need, like = estimate
+    existing = Path(sweep_dir)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if need <= free:
+        return
+    raise InputError(f"not enough disk for this sweep: {jobs} jobs need about {_size(need)} ({_size(need / jobs)} "
+                     f"each, as {like} wrote), but {existing} has {_size(free)} free; free some space, choose a home "
+                     f"on another disk (XFER_HOME or paths.root_dir), or keep one checkpoint per stage "
+                     f"(callbacks.checkpoint.save_last=false)")
