@@ -66,18 +66,15 @@ def cell_summary(cell: dict[str, Any], folders: list[Path], out: Path | None = N
 
 
 def answer(s: Summary, cell: dict[str, Any] | None = None) -> list[str]:
-    """The cell's headline: the winner on validation per data size, then the paired differences the cell
-    asks about: its planned contrasts and the winner's difference from the reference when it names
-    contrasts, else every group's difference from the reference (the tables below hold them all)."""
-    planned = bool((cell or {}).get("contrasts"))
+    """The cell's headline: the winner on validation per data size, every group's paired difference from
+    the reference there (the winner may be the reference itself), then the cell's planned contrasts."""
     lines = []
     for size, w in s.winners.items():
         if w.group is None:
             lines.append(f"data={size}: no winner ({w.note})")
             continue
         lines.append(f"data={size}: chosen on validation, {w.group.strategy} (test {_pct(w.group.mean)}%, n={w.group.n})")
-        lines += [effect(c) for c in s.comparisons if c.data == size and not c.contrast
-                  and (not planned or c.group.strategy == w.group.strategy)]
+        lines += [effect(c) for c in s.comparisons if c.data == size and not c.contrast]
     lines += [effect(c) for c in s.comparisons if c.contrast]
     return lines
 
