@@ -896,3 +896,30 @@ def test_an_interrupted_run_resumed_to_the_end_counts_once(tmp_path: Path):
     md = (tmp_path / "summary.md").read_text()
     assert "1 interrupted run resumed to the end in another folder, counted once" in md and stopped.name in md
     assert "## Failed or interrupted jobs" in md and "| 1_finetune_f1.0_s1 |" in md
+
+
+def test_groups_at_the_majority_class_floor_are_named_in_the_summary_and_on_the_study_page(tmp_path: Path):
+    """A null result among models that predict the most common class says they learned little: the
+    summary and the study page say so, from the runs' confusion matrices (57.5% of test is class 1 here)."""
+    from xfer.report.render import to_markdown
+    from xfer.report.study import answer
+
+    for seed in range(3):
+        for name, acc in (("scratch", 0.574 + 0.001 * seed), ("finetune", 0.580), ("linear_probe", 0.70 + 0.01 * seed)):
+            run_dir = _run(tmp_path, name, seed, acc)
+            results = json.loads((run_dir / "results.json").read_text())
+            results["target"]["confusion_matrix"] = [[17, 523], [13, 719]]
+            (run_dir / "results.json").write_text(json.dumps(results))
+    s = summarize(tmp_path, bootstrap=0)
+    [f] = s.floors(1.0)
+    assert f.rate == pytest.approx(732 / 1272)
+    assert sorted(f.near) == ["finetune", "scratch"]  # 58.0 <= 57.5 + 1; linear_probe (70-72%) learned
+    md = to_markdown(s)
+    assert ("Majority-class floor at data=1.0: 57.5% of test; within 1 point of it or below: " in md
+            and "(they learned little beyond predicting the most common class)." in md)
+    assert any(line.startswith("majority-class floor at data=1.0: 57.5%") for line in answer(s))
+    # runs without a confusion matrix (older runs) give no floor rather than a guess
+    other = tmp_path.parent / "nomatrix"
+    for seed in range(2):
+        _run(other, "scratch", seed, 0.57)
+    assert summarize(other, bootstrap=0).floors(1.0) == []

@@ -2,6 +2,7 @@
 are real subprocesses through submitit."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,29 @@ def test_submitit_local_sweep_runs_jobs_as_processes_and_summarizes(home: Path):
     assert summary.parent == Path(runs[0]["run_dir"]).parent  # jobs and summary share the sweep folder
     assert ".submitit" in {p.name for p in summary.parent.iterdir()}  # really through submitit
     assert "| scratch | 0.1 | 2 |" in summary.read_text()
+
+
+def test_each_ddp_spawn_launch_rendezvouses_on_a_fresh_port_unless_the_user_set_one(monkeypatch):
+    """Lightning's spawn launcher leaves the port it picked in the parent's MASTER_PORT, so every later
+    launch of the process (test after fit, the next job of a sweep) would reuse it."""
+    import pytorch_lightning as pl
+
+    from xfer import stage
+
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False)
+    monkeypatch.setenv("MASTER_PORT", "1")  # what the previous launch left behind
+    assert trainer.strategy.cluster_environment.main_port == 1
+    stage.fresh_rendezvous(trainer)
+    port = trainer.strategy.cluster_environment.main_port
+    assert port != 1 and str(port) == os.environ["MASTER_PORT"]
+    monkeypatch.setattr(stage, "_PORT_GIVEN", True)  # the user's (or the cluster's) port stays theirs
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False)
+    stage.fresh_rendezvous(trainer)
+    assert trainer.strategy.cluster_environment.main_port == 29500
+    single = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    monkeypatch.setattr(stage, "_PORT_GIVEN", False)
+    stage.fresh_rendezvous(single)  # no spawn launcher: nothing to do
+    assert os.environ["MASTER_PORT"] == "29500"

@@ -37,6 +37,11 @@ def hydra_error_line(err: BaseException) -> str:
         if parent in ("source", "target"):  # the file, columns and the like are the reader's settings
             return (f"{key} is not a known key of the chosen {parent}; a data set's file and columns are "
                     f"settings of its reader: {parent}.reader.{leaf} (python train.py --cfg job shows them)")
+        if parent == "strategy" and strategy_sweep(sys.argv[1:]):
+            v = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.lstrip("+~").startswith(f"{key}=")), "...")
+            return (f"{key} is not a known key of the default strategy, and a multirun composes the sweep with it "
+                    f"before any job chooses its strategy; beside a sweep over strategy= write {key}=choice({v}), "
+                    "which each job applies to its own strategy")
         return f"{key} is not a known key of the chosen {parent or 'config'}"
     lines = [line.strip() for line in text.strip().splitlines() if line.strip() and "hydra.cc/docs" not in line]
     override = getattr(err, "override", None)
@@ -47,6 +52,13 @@ def hydra_error_line(err: BaseException) -> str:
     if cause is not None and str(cause).strip():
         lines.append(str(cause).strip().splitlines()[0])
     return "; ".join(lines) or type(err).__name__
+
+
+def strategy_sweep(argv: list[str]) -> bool:
+    """Whether ``argv`` is a multirun that sweeps over ``strategy=`` (a list, choice(), range or glob)."""
+    if not any(a in ("-m", "--multirun") for a in argv):
+        return False
+    return any(a.startswith("strategy=") and ("," in a or "(" in a) for a in argv)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """One stage's training: fit, then test the best checkpoint, timed."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,28 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from xfer import build
 from xfer.callbacks import LastEveryEpoch, stage_timing
 from xfer.checkpoints import AtomicCheckpointIO
+
+
+# Set by the user (or a cluster) before xfer started: a rendezvous port then stays theirs.
+_PORT_GIVEN = "MASTER_PORT" in os.environ
+
+
+def fresh_rendezvous(trainer: pl.Trainer) -> None:
+    """Give the next spawn-based launch (ddp_spawn: fit, then test) a port of its own.
+
+    Lightning's spawn launcher writes the port it picked into the parent's ``MASTER_PORT`` and never
+    removes it, so every later launch in the process (the test after the fit, the next stage, the next
+    job of a basic-launcher sweep) rendezvouses on that same port, while the previous launch's sockets may
+    still hold it. Each launch gets a free port instead, unless the user set MASTER_PORT."""
+    from lightning_fabric.plugins.environments.lightning import LightningEnvironment, find_free_network_port
+    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if (_PORT_GIVEN or not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+            or type(env) is not LightningEnvironment):
+        return
+    os.environ["MASTER_PORT"] = str(find_free_network_port())
+    env._main_port = -1  # it caches the port it read first; read the new one  # noqa: SLF001
 
 
 @dataclass
@@ -45,9 +68,11 @@ def fit_and_test(cfg: DictConfig, module: pl.LightningModule, dm: pl.LightningDa
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     tested = [{}]
     try:
+        fresh_rendezvous(trainer)
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         best = None if trainer.fast_dev_run else "best"
         if stage != "target" or cfg.get("eval_test", True):
+            fresh_rendezvous(trainer)
             tested = trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
     except BaseException as stop:
         if not isinstance(stop, Exception):  # a signal (SIGTERM, Ctrl-C): where it stopped, for results.json

@@ -9,7 +9,8 @@ from typing import Any
 
 from xfer.report.collect import DIR
 from xfer.report.settings import METRICS
-from xfer.report.summary import Comparison, Summary, fmt_unit, n_train, transfer_comparisons, transfer_gain
+from xfer.report.summary import (Comparison, Summary, floor_line, fmt_unit, n_train, transfer_comparisons,
+                                 transfer_gain)
 
 
 def _pct(x: float | None) -> str:
@@ -78,6 +79,9 @@ def to_markdown(s: Summary, plots: bool = True) -> str:
             g = w.group
             lines.append(f"Winner on validation at data={size}: {g.strategy} (val {_pct(g.val_mean)}%, "
                          f"test {_pct(g.mean)}%, n={g.n})")
+    floors = [floor_line(f, size) for size in s.sizes for f in s.floors(size)]
+    if floors:
+        lines += [""] + [f"{line[0].upper()}{line[1:]}." for line in floors]
     lines += ["", "## Differences from the reference", ""]
     if not s.comparisons:
         lines.append(f"No comparisons: no reference group {s.reference!r} with a partner to compare "

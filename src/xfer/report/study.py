@@ -18,7 +18,7 @@ from typing import Any
 from xfer.io import atomic_write_bytes
 from xfer.report.plots import plot_layers_with_scores
 from xfer.report.settings import DEFAULT_CONTRASTS, DEFAULT_REFERENCE
-from xfer.report.summary import Comparison, Summary, summarize
+from xfer.report.summary import Comparison, Summary, floor_line, summarize
 from xfer.report.transfer_check import read_reports
 from xfer.report.write import write_summary
 
@@ -74,6 +74,7 @@ def answer(s: Summary, cell: dict[str, Any] | None = None) -> list[str]:
             lines.append(f"data={size}: no winner ({w.note})")
             continue
         lines.append(f"data={size}: chosen on validation, {w.group.strategy} (test {_pct(w.group.mean)}%, n={w.group.n})")
+        lines += [floor_line(f, size) for f in s.floors(size) if f.near]
         lines += [effect(c) for c in s.comparisons if c.data == size and not c.contrast]
     lines += [effect(c) for c in s.comparisons if c.contrast]
     return lines

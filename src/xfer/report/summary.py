@@ -142,6 +142,51 @@ class Summary:
     def sizes(self) -> list[Any]:
         return sorted({g.data for g in self.groups}, key=size_key)
 
+    def floors(self, size: Any) -> list[Floor]:
+        """The majority-class floor of the test set at ``size``, one per distinct rate among the groups there
+        (one for a shared test set), with the groups that score within NEAR_FLOOR of it or below: a model
+        that predicts the most common class scores the floor, so a null result among them says the models
+        learned little, not that transfer is useless. Accuracy only (macro-F1 has no such floor)."""
+        if self.metric != ACCURACY:
+            return []
+        rates: dict[float, Floor] = {}
+        for g in self.groups:
+            rate = next((r for r in map(majority_rate, g.runs.values()) if r is not None), None)
+            if g.data != size or not g.n or rate is None:
+                continue
+            f = rates.setdefault(round(rate, 6), Floor(rate, []))
+            if g.mean <= rate + NEAR_FLOOR:
+                f.near.append(g.strategy)
+        return list(rates.values())
+
+
+NEAR_FLOOR = 0.01  # a group within one point of the majority-class floor (or below it) learned little
+
+
+@dataclass
+class Floor:
+    rate: float  # the test share of the most common class
+    near: list[str]  # the groups whose mean is at most rate + NEAR_FLOOR
+
+
+def majority_rate(run: dict[str, Any]) -> float | None:
+    """The share of the most common class in the run's test split, from its confusion matrix (rows: true)."""
+    cm = (run.get("target") or {}).get("confusion_matrix")
+    try:
+        counts = np.asarray(cm, dtype=float).sum(axis=1)
+    except (TypeError, ValueError):
+        return None
+    return float(counts.max() / counts.sum()) if counts.ndim == 1 and counts.size > 1 and counts.sum() > 0 else None
+
+
+def floor_line(f: Floor, size: Any) -> str:
+    """One sentence on the floor at ``size``, for summary.md and the study page."""
+    text = f"majority-class floor at data={size}: {100 * f.rate:.1f}% of test"
+    if f.near:
+        text += (f"; within {100 * NEAR_FLOOR:.0f} point of it or below: {', '.join(f.near)} (they learned little "
+                 "beyond predicting the most common class)")
+    return text
+
 
 def size_key(size: Any) -> tuple[int, float, str]:
     """Data sizes in order: fractions by value, then samples-per-class labels."""
