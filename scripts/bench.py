@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("lightning", "data", "images", "diagnostics", "e2e", "sweep")
+SECTIONS = ("startup", "lightning", "data", "images", "diagnostics", "e2e", "sweep")
 SWEEP_STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
 # The sweep section trains shorter than the recipe: its question is the launcher, not accuracy.
 SWEEP_SHORT = ["trainer.max_epochs=2", "source_stage.max_epochs=1"]
@@ -297,11 +297,11 @@ def bench_diagnostics(args, out: dict[str, Any]) -> None:
     print(f"  end-of-run CKA {cka:.1f} s vs one target epoch = {cka / epoch:.2f}x", flush=True)
 
 
-def run_cli(args: list[str], home: Path) -> dict[str, Any]:
+def run_cli(args: list[str], home: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run train.py in a child process; wall time, CPU time, peak memory of its process tree."""
     from xfer.perf import PeakRSS
 
-    env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start_unix, start = time.time(), time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
@@ -325,6 +325,82 @@ def first_step_after(run: dict[str, Any]) -> float:
     if r.get("source") and r["source"].get("timing"):
         stamps.append(r["source"]["timing"].get("first_step_unix"))
     return min(s for s in stamps if s) - run["start_unix"]
+
+
+# A warm run cut to one step of each kind: what it measures is the time before the first step.
+FIRST_STEP = ["experiment=img2txt", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+              "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "analysis.similarity.examples=0",
+              "trainer.enable_progress_bar=false"]
+EAGER = {"XFER_EAGER_TORCHMETRICS": "1"}  # before: torchmetrics imported whole, as Lightning alone does
+
+
+def _child(code: str, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall time and peak RSS (MiB) of ``python -c code`` in a fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"error: python -c {code!r} failed:\n{proc.stderr[-2000:]}")
+    return wall, float(proc.stdout.strip().splitlines()[-1]) / 1024  # the child's own ru_maxrss, in KiB
+
+
+def import_tree(module: str = "xfer.pipeline", env: dict[str, str] | None = None, min_s: float = 0.1,
+                depth: int = 4) -> list[tuple[int, float, str]]:
+    """``python -X importtime -c "import <module>"``: (depth, cumulative s, name) of every import that took
+    at least ``min_s``, at most ``depth`` levels down, in import order (a parent after its children)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], cwd=ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    rows = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        _, cumulative, name = line.split(":", 1)[1].split("|")
+        level = (len(name) - len(name.lstrip()) - 1) // 2
+        if int(cumulative) >= min_s * 1e6 and level <= depth:
+            rows.append((level, int(cumulative) / 1e6, name.strip()))
+    return rows
+
+
+def bench_startup(args, out: dict[str, Any]) -> None:
+    """Start-up against torch's own import, side by side: the reps interleave ``import torch``, ``import
+    xfer.pipeline`` (deferred torchmetrics, and eager: before), and a warm run's launch-to-first-step."""
+    reps = max(3, args.reps)
+    rss = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    keys = ("torch", "xfer", "xfer_eager", "first_step", "first_step_eager")
+    wall: dict[str, list[float]] = {k: [] for k in keys}
+    mem: dict[str, list[float]] = {k: [] for k in keys[:3]}
+    with tempfile.TemporaryDirectory(prefix="xfer-bench-") as tmp:
+        home = Path(tmp)
+        run_cli([*FIRST_STEP, *QUICK[:2]], home)  # trains and caches the source trunk: later runs are warm
+        for _ in range(reps):
+            for key, code, env in (("torch", "import torch", None), ("xfer", "import xfer.pipeline", None),
+                                   ("xfer_eager", "import xfer.pipeline", EAGER)):
+                w, m = _child(f"{code}; {rss}", env)
+                wall[key].append(w)
+                mem[key].append(m)
+            for key, env in (("first_step", None), ("first_step_eager", EAGER)):
+                run = run_cli([*FIRST_STEP, *QUICK[:2]], home, env)
+                newest = max(run["results"], key=lambda r: r["started_unix"])
+                assert newest["source"]["cached"] is True, "the start-up runs must reuse the cached trunk"
+                wall[key].append(first_step_after({**run, "results": [newest]}))
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    rss_med = {k: statistics.median(v) for k, v in mem.items()}
+    out["startup"] = {
+        "reps": reps, "wall_s": wall, "rss_mib": mem, "median_s": med, "median_rss_mib": rss_med,
+        "first_step_over_torch": med["first_step"] / med["torch"],
+        "first_step_over_torch_eager": med["first_step_eager"] / med["torch"],
+        "rss_over_torch_mib": rss_med["xfer"] - rss_med["torch"],
+        "rss_over_torch_eager_mib": rss_med["xfer_eager"] - rss_med["torch"],
+        "command": "python train.py " + " ".join([*FIRST_STEP, *QUICK[:2]]) + " (warm)",
+    }
+    out["startup"]["import_tree"] = import_tree()
+    out["startup"]["import_tree_eager"] = import_tree(env=EAGER)
+    s = out["startup"]
+    print(f"  import torch {med['torch']:.2f} s; import xfer.pipeline {med['xfer']:.2f} s (eager torchmetrics "
+          f"{med['xfer_eager']:.2f} s); first step after {med['first_step']:.2f} s = {s['first_step_over_torch']:.2f}x"
+          f" torch (eager {s['first_step_over_torch_eager']:.2f}x); RSS +{s['rss_over_torch_mib']:.0f} MiB over "
+          f"torch (eager +{s['rss_over_torch_eager_mib']:.0f})", flush=True)
 
 
 def bench_e2e(args, out: dict[str, Any]) -> None:
@@ -403,6 +479,17 @@ def _ok(value: float | None, goal: float, higher: bool) -> str:
     return "yes" if (value >= goal if higher else value <= goal) else "**no**"
 
 
+def trees(st: dict[str, Any]) -> str:
+    """The import trees of the startup section, after and before, as indented lists (a child above its parent,
+    as -X importtime prints them)."""
+    parts = []
+    for key, title in (("import_tree", "after (deferred torchmetrics)"), ("import_tree_eager", "before (eager)")):
+        parts += [f"`python -X importtime -c \"import xfer.pipeline\"`, {title}: imports of 0.1 s or more, "
+                  "4 levels deep, cumulative seconds", "", "```"]
+        parts += [f"{'  ' * level}{sec:6.2f}  {name}" for level, sec, name in st[key]] + ["```", ""]
+    return "\n".join(parts)
+
+
 def table(out: dict[str, Any]) -> str:
     m = out["machine"]
     rows = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['capability']}), {m['memory_gb']} GiB, torch "
@@ -447,6 +534,19 @@ def table(out: dict[str, Any]) -> str:
             rows.append(f"| a run's end-of-run CKA (analysis.similarity, {d['cka_examples']} val examples; "
                         f"{', '.join(f'{x:.2f}' for x in d['cka_s'])} s) / the same target epoch | "
                         f"{d['cka_ratio']:.2f} | <= 1.00 | {_ok(d['cka_ratio'], 1.0, False)} |")
+    if "startup" in out:
+        st = out["startup"]
+        m, r = st["median_s"], st["median_rss_mib"]
+        rows.append(f"| Launch to first step, warm (`{st['command']}`), median of {st['reps']}, / `python -c "
+                    f"\"import torch\"` ({m['torch']:.2f} s) in the same run: after (deferred torchmetrics) |"
+                    f" {m['first_step']:.2f} s = {st['first_step_over_torch']:.2f}x | <= 2.00x |"
+                    f" {_ok(st['first_step_over_torch'], 2.0, False)} |")
+        rows.append(f"| same, before (XFER_EAGER_TORCHMETRICS=1: torchmetrics imported whole) |"
+                    f" {m['first_step_eager']:.2f} s = {st['first_step_over_torch_eager']:.2f}x | | |")
+        rows.append(f"| `import xfer.pipeline`, after / before | {m['xfer']:.2f} s / {m['xfer_eager']:.2f} s | | |")
+        rows.append(f"| Peak RSS after `import xfer.pipeline` over `import torch` ({r['torch']:.0f} MiB): after / "
+                    f"before | +{st['rss_over_torch_mib']:.0f} / +{st['rss_over_torch_eager_mib']:.0f} MiB |"
+                    f" <= +150 MiB | {_ok(st['rss_over_torch_mib'], 150, False)} |")
     if "e2e" in out:
         e = out["e2e"]
         rows.append(f"| `{e['command']}`, cold (trains the source trunk) | {e['cold_s']:.1f} s; first step after"
@@ -499,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     out: dict[str, Any] = {"machine": machine(), "quick": args.quick}
-    for name, fn in (("lightning", bench_lightning), ("data", bench_data), ("images", bench_images),
+    for name, fn in (("startup", bench_startup), ("lightning", bench_lightning), ("data", bench_data), ("images", bench_images),
                      ("diagnostics", bench_diagnostics), ("e2e", bench_e2e),
                      ("sweep", bench_sweep)):
         if name in chosen:
@@ -509,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     from xfer.io import atomic_write_bytes, atomic_write_json
 
     atomic_write_json(args.out, out)  # a run stopped while writing never leaves half a file
+    if "startup" in out:
+        text += "\n\n" + trees(out["startup"])
     atomic_write_bytes(args.out.with_suffix(".md"), (text + "\n").encode())
     print(text)
     print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")

@@ -261,3 +261,35 @@ def test_a_run_logs_step_losses_every_n_steps_and_epoch_scores(text_dm, tmp_path
         assert len(steps[tag]) == 2, tag  # once per epoch
     assert 0 < events.Scalars("val/acc")[-1].value <= 1
 
+
+
+def _python(code: str, **env: str) -> str:
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_a_run_does_not_pay_for_torchmetrics_it_does_not_use_and_gets_the_real_package_when_it_does():
+    """xfer defers torchmetrics' __init__ (every metric family, torchvision's models, scipy.signal), which
+    Lightning imports only for Metric, MetricCollection and the version. Once a name only __init__ defines
+    is read, torchmetrics is what a plain import gives: the same public names, the same classes, one
+    logging handler."""
+    code = ("import sys, json, xfer.pipeline, pytorch_lightning, xfer.lazy_metrics as lm; "
+            "heavy = [m for m in ('torchmetrics.functional', 'scipy.signal', 'torchvision') if m in sys.modules]; "
+            "loaded = lm.loaded(); import torchmetrics, torchmetrics.metric; "
+            "same = torchmetrics.Metric is torchmetrics.metric.Metric; "
+            "acc = torchmetrics.classification.MulticlassAccuracy(num_classes=3); "
+            "import torch; acc.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2])); "
+            "print(json.dumps({'heavy': heavy, 'loaded_at_start': loaded, 'loaded_now': lm.loaded(), 'same': same, "
+            "'acc': float(acc.compute()), 'names': sorted(n for n in dir(torchmetrics) if not n.startswith('_')), "
+            "'handlers': len(torchmetrics._logger.handlers), 'version': torchmetrics.__version__}))")
+    lazy = json.loads(_python(code).splitlines()[-1])
+    eager = json.loads(_python(code, XFER_EAGER_TORCHMETRICS="1").splitlines()[-1])
+    assert lazy["heavy"] == [] and lazy["loaded_at_start"] is False
+    assert set(eager["heavy"]) >= {"torchmetrics.functional", "scipy.signal"} and eager["loaded_at_start"] is True
+    assert lazy["loaded_now"] is True and lazy["same"] is True and lazy["acc"] == eager["acc"] == pytest.approx(5 / 6)  # macro: 1, 1, 1/2
+    assert lazy["names"] == eager["names"] and len(lazy["names"]) > 50
+    assert lazy["handlers"] == eager["handlers"] == 1 and lazy["version"] == eager["version"]

@@ -978,3 +978,15 @@ def test_memory_estimates_let_the_shipped_settings_through_on_a_small_machine(mo
             {"train": shaped(4000, 28, 28), "val": shaped(500, 28, 28), "test": shaped(500, 28, 28)})
     monkeypatch.setattr(machine, "available_memory", lambda: None)  # unknown: nothing is refused
     text.check_memory({"train": [""] * 10}, 10**12)
+
+
+def test_a_one_value_strategy_key_beside_a_strategy_sweep_says_to_write_choice(home: Path):
+    """Hydra composes a multirun with the default strategy before any job picks its own, so strategy.k=2
+    beside strategy=a,b fails there; the error says how to apply it per job. Nothing is written."""
+    proc = run_train(["-m", "experiment=img2img", "strategy=freeze_first_k,transfer_first_k", "strategy.k=2"],
+                     home, check=False)
+    _one_line_error(proc, "strategy.k is not a known key of the default strategy", "write strategy.k=choice(2)",
+                    code=2)
+    assert not (home / "logs").exists() or not list((home / "logs").rglob("results.json"))
+    proc = run_train(["experiment=img2img", "strategy=finetune", "strategy.k=2"], home, check=False)
+    _one_line_error(proc, "strategy.k is not a known key of the chosen strategy", code=2)
