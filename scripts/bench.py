@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("startup", "lightning", "data", "images", "diagnostics", "e2e", "sweep")
+SECTIONS = ("startup", "metrics", "lightning", "data", "images", "diagnostics", "e2e", "sweep")
 SWEEP_STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
 # The sweep section trains shorter than the recipe: its question is the launcher, not accuracy.
 SWEEP_SHORT = ["trainer.max_epochs=2", "source_stage.max_epochs=1"]
@@ -403,6 +403,86 @@ def bench_startup(args, out: dict[str, Any]) -> None:
           f"torch (eager +{s['rss_over_torch_eager_mib']:.0f})", flush=True)
 
 
+def bench_metrics(args, out: dict[str, Any]) -> None:
+    """xfer's epoch scores (models/scores.py: one confusion-matrix update a step) against the torchmetrics
+    MetricCollection that would replace them (accuracy, macro-F1, mean loss, confusion matrix), updated
+    every step and computed once an epoch, on the target stage's batches (64 examples, 2 classes). Their
+    cost is put against a measured training step of the default target stage."""
+    from torchmetrics import MeanMetric, MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+    from xfer.models.scores import EpochStats
+
+    classes, batch, steps = 2, 64, 50 if args.quick else 400
+    gen = torch.Generator().manual_seed(0)
+    logits = [torch.randn(batch, classes, generator=gen) for _ in range(steps)]
+    targets = [torch.randint(0, classes, (batch,), generator=gen) for _ in range(steps)]
+    losses = [torch.rand((), generator=gen) for _ in range(steps)]
+
+    def ours() -> dict[str, float]:
+        m = EpochStats(classes)
+        for x, y, loss in zip(logits, targets, losses):
+            m.update(x, y, loss)
+        r = m.compute()
+        return {"acc": float(r["acc"]), "f1": float(r["f1"]), "loss": float(r["loss"])}
+
+    def collection() -> dict[str, float]:
+        m = MetricCollection({"acc": MulticlassAccuracy(classes, average="micro"),
+                              "f1": MulticlassF1Score(classes, average="macro"),
+                              "confusion": MulticlassConfusionMatrix(classes)})
+        mean = MeanMetric()
+        for x, y, loss in zip(logits, targets, losses):
+            m.update(x, y)
+            mean.update(loss, weight=y.numel())
+        r = m.compute()
+        return {"acc": float(r["acc"]), "f1": float(r["f1"]), "loss": float(mean.compute())}
+
+    times: dict[str, list[float]] = {"ours": [], "collection": []}
+    results = {}
+    for _ in range(max(3, args.reps)):
+        for name, fn in (("ours", ours), ("collection", collection)):
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append((time.perf_counter() - start) / steps)
+    step_s = _target_step_s(args)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out["metrics"] = {
+        "steps": steps, "batch": batch, "classes": classes, "per_step_s": times, "median_per_step_s": med,
+        "target_step_s": step_s, "share_ours": med["ours"] / step_s, "share_collection": med["collection"] / step_s,
+        "extra_share": (med["collection"] - med["ours"]) / step_s,
+        "agree": all(abs(results["ours"][k] - results["collection"][k]) < 1e-6 for k in ("acc", "f1", "loss")),
+    }
+    m = out["metrics"]
+    print(f"  scores per step: ours {1e3 * med['ours']:.3f} ms, MetricCollection {1e3 * med['collection']:.3f} ms;"
+          f" a target step {1e3 * step_s:.1f} ms; the collection costs {100 * m['extra_share']:+.1f}% of a step;"
+          f" same scores: {m['agree']}", flush=True)
+
+
+def _target_step_s(args) -> float:
+    """Median seconds of one training step of the default target stage (img2txt finetune, batch 64), in a
+    plain loop: the step the scores would ride on."""
+    from xfer import build
+
+    cfg = compose(["experiment=img2txt", *(QUICK if args.quick else [])])
+    dm = build.datamodule(cfg.target, cfg.seed)
+    module, dm, _ = target_stage(cfg, dm)
+    dm.setup("fit")
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    module.train()
+    laps = []
+    for i, (x, y) in enumerate(dm.train_dataloader()):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(module(x), y)
+        loss.backward()
+        opt.step()
+        laps.append(time.perf_counter() - start)
+        if i == 40:
+            break
+    return statistics.median(laps[5:])
+
+
 def bench_e2e(args, out: dict[str, Any]) -> None:
     extra = QUICK if args.quick else []
     with tempfile.TemporaryDirectory(prefix="xfer-bench-") as tmp:
@@ -547,6 +627,14 @@ def table(out: dict[str, Any]) -> str:
         rows.append(f"| Peak RSS after `import xfer.pipeline` over `import torch` ({r['torch']:.0f} MiB): after / "
                     f"before | +{st['rss_over_torch_mib']:.0f} / +{st['rss_over_torch_eager_mib']:.0f} MiB |"
                     f" <= +150 MiB | {_ok(st['rss_over_torch_mib'], 150, False)} |")
+    if "metrics" in out:
+        mt = out["metrics"]
+        md = mt["median_per_step_s"]
+        rows.append(f"| Epoch scores, per step: torchmetrics MetricCollection (accuracy, macro-F1, confusion; mean loss)"
+                    f" vs xfer's EpochStats (models/scores.py), as a share of a {1e3 * mt['target_step_s']:.1f} ms target "
+                    f"step | {1e3 * md['collection']:.3f} ms vs {1e3 * md['ours']:.3f} ms: "
+                    f"{100 * mt['extra_share']:+.1f}% of a step; same scores: {'yes' if mt['agree'] else '**no**'} |"
+                    f" <= +2.0% (then it would replace scores.py) | {_ok(mt['extra_share'], 0.02, False)} |")
     if "e2e" in out:
         e = out["e2e"]
         rows.append(f"| `{e['command']}`, cold (trains the source trunk) | {e['cold_s']:.1f} s; first step after"
@@ -599,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     out: dict[str, Any] = {"machine": machine(), "quick": args.quick}
-    for name, fn in (("startup", bench_startup), ("lightning", bench_lightning), ("data", bench_data), ("images", bench_images),
+    for name, fn in (("startup", bench_startup), ("metrics", bench_metrics), ("lightning", bench_lightning), ("data", bench_data), ("images", bench_images),
                      ("diagnostics", bench_diagnostics), ("e2e", bench_e2e),
                      ("sweep", bench_sweep)):
         if name in chosen:

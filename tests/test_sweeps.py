@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,33 @@ def test_a_resumed_sweep_finds_its_folder_and_each_job_its_own_by_overrides(tmp_
                           "fraction": 0.1, "run_dir": str(done)})
     assert line == [f"xfer img2img: strategy=scratch seed=0 fraction=0.1: already done in {done} (best val "
                     f"50.0%); not retrained"]
+
+
+@pytest.mark.slow  # 20 jobs in one process, about 3 minutes
+def test_twenty_jobs_in_one_process_carry_nothing_from_job_to_job(home: Path):
+    """Hydra's basic launcher runs a sweep's jobs in one process. From the first jobs to the last, memory,
+    open files, threads and logging handlers stay flat, per-job time does not grow, every job has its own
+    seed and thread count, and the source trunk is trained once (job 1) and reused 19 times."""
+    args = ["-m", "experiment=img2img", "strategy=finetune", "target.split_seed=range(0,20)",
+            "analysis.similarity.examples=0", *QUICK]
+    run_train(args, home, timeout=1800)
+    runs = sorted((load_results(p) for p in results_files(home)), key=lambda r: r["started_unix"])
+    assert len(runs) == 20 and all(r["status"] == "ok" for r in runs)
+    assert [r["source"]["cached"] for r in runs] == [False] + [True] * 19
+    assert {r["threads"] for r in runs} == {1} and {r["process"]["torch_threads"] for r in runs} == {1}
+    assert sorted(r["split_seed"] for r in runs) == list(range(20))
+    proc = [r["process"] for r in runs]
+    early, late = proc[1:6], proc[-5:]  # job 1 trains the source: the baseline starts at job 2
+
+    def med(rows, key):
+        return statistics.median(row[key] for row in rows)
+
+    figures = {k: (med(early, k), med(late, k)) for k in ("rss_mib", "open_files", "threads", "log_handlers")}
+    walls = [r["wall_s"] for r in runs]
+    print(f"jobs 2-6 vs 16-20 (median): {figures}; wall {statistics.median(walls[1:6]):.2f} s vs "
+          f"{statistics.median(walls[-5:]):.2f} s; RSS by job {[p['rss_mib'] for p in proc]}")
+    assert figures["rss_mib"][1] <= figures["rss_mib"][0] + 40, figures  # MiB: no growth beyond allocator noise
+    assert max(p["rss_mib"] for p in proc[1:]) <= proc[1]["rss_mib"] + 80
+    for key in ("open_files", "threads", "log_handlers"):
+        assert max(p[key] for p in proc[1:]) <= proc[1][key], (key, [p[key] for p in proc])
+    assert statistics.median(walls[-5:]) <= 1.5 * statistics.median(walls[1:6]), walls  # no per-job slowdown

@@ -217,3 +217,29 @@ def check_sweep_disk(sweep_dir: Path, experiment_logs: Path, jobs: int) -> None:
                      f"each, as {like} wrote), but {existing} has {_size(free)} free; free some space, choose a home "
                      f"on another disk (XFER_HOME or paths.root_dir), or keep one checkpoint per stage "
                      f"(callbacks.checkpoint.save_last=false)")
+
+
+def process_state() -> dict[str, int | float | None]:
+    """What a run leaves in its process, recorded in results.json at its end: a sweep whose jobs share one
+    process (Hydra's basic launcher, a joblib worker) shows here whether memory, open files, threads or
+    logging handlers grow from job to job."""
+    import logging
+    import sys
+    import threading
+
+    rss = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    try:
+        files: int | None = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        files = None
+    torch = sys.modules.get("torch")
+    handlers = sum(len(logging.getLogger(name).handlers) for name in ("", "xfer", "pytorch_lightning"))
+    return {"rss_mib": None if rss is None else round(rss, 1), "open_files": files,
+            "threads": threading.active_count(), "log_handlers": handlers,
+            "torch_threads": torch.get_num_threads() if torch is not None else None}

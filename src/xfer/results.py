@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from xfer.io import atomic_write_json
+from xfer.machine import process_state
 from xfer.runtime import choice
 
 FILE = "results.json"
@@ -80,6 +81,7 @@ def finished(cfg: DictConfig, *, strategy: dict[str, Any], source: dict[str, Any
         "threads": threads,
         "started_unix": started_unix,
         "wall_s": time.perf_counter() - started,
+        "process": process_state(),  # at the run's end: what a shared sweep process carries to the next job
     }
 
 

@@ -30,9 +30,10 @@ def fresh_rendezvous(trainer: pl.Trainer) -> None:
     from lightning_fabric.plugins.environments.lightning import LightningEnvironment, find_free_network_port
     from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
-    env = getattr(trainer.strategy, "cluster_environment", None)
-    if (_PORT_GIVEN or not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
-            or type(env) is not LightningEnvironment):
+    if _PORT_GIVEN or not isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        return
+    env = trainer.strategy.cluster_environment  # a spawn launcher's strategy is a DDP one, which has it
+    if type(env) is not LightningEnvironment:
         return
     os.environ["MASTER_PORT"] = str(find_free_network_port())
     env._main_port = -1  # it caches the port it read first; read the new one  # noqa: SLF001
