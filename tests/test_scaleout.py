@@ -78,3 +78,30 @@ def test_each_ddp_spawn_launch_rendezvouses_on_a_fresh_port_unless_the_user_set_
     monkeypatch.setattr(stage, "_PORT_GIVEN", False)
     stage.fresh_rendezvous(single)  # no spawn launcher: nothing to do
     assert os.environ["MASTER_PORT"] == "29500"
+
+
+def test_a_distributed_worker_destroys_its_process_group_at_exit(monkeypatch, tmp_path: Path):
+    """Lightning destroys the group at exit only for NCCL; a gloo worker that exits with it alive can die of
+    SIGABRT ("terminate called without an active exception") after its work is done."""
+    import atexit
+
+    import torch.distributed as dist
+
+    from xfer.callbacks import ProcessGroupTeardown, destroy_process_group
+
+    hooks = []
+    monkeypatch.setattr(atexit, "register", hooks.append)
+    monkeypatch.setattr(ProcessGroupTeardown, "_registered_pid", None)
+    ProcessGroupTeardown().setup(None, None, "fit")  # no group yet (a single-device run): nothing to do
+    assert hooks == []
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ProcessGroupTeardown().setup(None, None, "fit")
+        ProcessGroupTeardown().setup(None, None, "test")  # the test after the fit: registered once
+        assert hooks == [destroy_process_group]
+        hooks[0]()
+        assert not dist.is_initialized()
+        hooks[0]()  # already gone: a no-op
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.callbacks.progress import ProgressBar
 from torch import nn
 
-from xfer.callbacks import EpochSeed, StageTimer
+from xfer.callbacks import EpochSeed, ProcessGroupTeardown, StageTimer
 from xfer.data.module import SplitDataModule
 from xfer.data.spec import DataSpec
 from xfer.errors import ConfigError, DataError
@@ -147,4 +147,5 @@ def trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list[Callback
     logger: Any = loggers or False
     configured = configured_callbacks(cfg, run_dir / "checkpoints" / stage, logger)
     return instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir), **overrides,
-                       callbacks=[*configured, EpochSeed(int(cfg.seed)), StageTimer(), *callbacks])
+                       callbacks=[*configured, EpochSeed(int(cfg.seed)), StageTimer(), ProcessGroupTeardown(),
+                                  *callbacks])
