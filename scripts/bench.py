@@ -365,7 +365,7 @@ def import_tree(module: str = "xfer.pipeline", env: dict[str, str] | None = None
 def bench_startup(args, out: dict[str, Any]) -> None:
     """Start-up against torch's own import, side by side: the reps interleave ``import torch``, ``import
     xfer.pipeline`` (deferred torchmetrics, and eager: before), and a warm run's launch-to-first-step."""
-    reps = max(3, args.reps)
+    reps = 1 if args.quick else max(3, args.reps)
     rss = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     keys = ("torch", "xfer", "xfer_eager", "first_step", "first_step_eager")
     wall: dict[str, list[float]] = {k: [] for k in keys}
@@ -439,7 +439,7 @@ def bench_metrics(args, out: dict[str, Any]) -> None:
 
     times: dict[str, list[float]] = {"ours": [], "collection": []}
     results = {}
-    for _ in range(max(3, args.reps)):
+    for _ in range(1 if args.quick else max(3, args.reps)):
         for name, fn in (("ours", ours), ("collection", collection)):
             start = time.perf_counter()
             results[name] = fn()
@@ -532,7 +532,31 @@ def bench_sweep(args, out: dict[str, Any]) -> None:
         "source_trained": {k: v["source_trained"] for k, v in runs.items()},
         "peak_rss_mb": par["peak_rss_mb"], "peak_rss_single_mb": par["peak_rss_single_mb"],
         "sequential_peak_rss_mb": runs["sequential"]["peak_rss_mb"],
+        "overhead": {k: job_overhead(v, 1 if k == "sequential" else cores) for k, v in runs.items()},
     }
+    for k, o in out["sweep"]["overhead"].items():
+        print(f"  {k}: per job {o['in_job_s']:.1f} s in the job outside training, {o['outside_s']:.1f} s outside"
+              f" any job (start-up, launcher)", flush=True)
+
+
+def _training_s(run: dict[str, Any]) -> float:
+    """Seconds a job spent in training and validation steps (its stages' ``timing``)."""
+    total = 0.0
+    for stage in ("source", "target"):
+        timing = (run.get(stage) or {}).get("timing") or {}
+        if stage == "source" and (run.get("source") or {}).get("cached"):
+            continue
+        total += float(timing.get("train_s") or 0) + float(timing.get("val_s") or 0)
+    return total
+
+
+def job_overhead(sweep: dict[str, Any], slots: int) -> dict[str, float]:
+    """Per job: wall time minus training time inside the job (setup, test, analysis, writes), and the
+    sweep's wall time over its parallel slots not spent inside any job (process start, imports, the pool)."""
+    results = sweep["results"]
+    in_job = statistics.median(r["wall_s"] - _training_s(r) for r in results)
+    outside = (sweep["wall_s"] * slots - sum(r["wall_s"] for r in results)) / len(results)
+    return {"in_job_s": in_job, "outside_s": outside, "jobs": len(results), "slots": slots}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -651,6 +675,10 @@ def table(out: dict[str, Any]) -> str:
         rows.append(f"| Source stage trained, of {s['jobs']} jobs (sequential, joblib) |"
                     f" {s['source_trained']['sequential']}, {s['source_trained']['joblib']} | 2 |"
                     f" {'yes' if set(s['source_trained'].values()) == {2} else '**no**'} |")
+        for k, o in s.get("overhead", {}).items():
+            rows.append(f"| Per-job overhead, {k} ({o['jobs']} jobs, {o['slots']} at a time): in the job outside "
+                        f"training (median) / outside any job (start-up, launcher) | {o['in_job_s']:.1f} s / "
+                        f"{o['outside_s']:.1f} s | | |")
         rows.append(f"| Peak RSS, parallel sweep (all processes; largest one) | {s['peak_rss_mb']:.0f} MiB;"
                     f" {s['peak_rss_single_mb']:.0f} MiB | | |")
     return "\n".join(rows)

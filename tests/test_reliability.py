@@ -849,6 +849,7 @@ def test_ctrl_c_in_the_target_stage_exits_130_with_results(home: Path, capsys):
         while time.monotonic() < deadline and not stop_sent:
             runs = _run_dirs(home)
             if runs and (runs[0] / "checkpoints" / "target" / "last.ckpt").exists():
+                time.sleep(0.05)  # past the epoch end that wrote it (its counter advances after the callbacks)
                 stop_sent.append(runs[0])
                 os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.005)
