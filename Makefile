@@ -31,8 +31,10 @@ $(STAMP): pyproject.toml requirements-data.txt
 train: install
 	$(PY) train.py experiment=img2txt $(ARGS)
 
+# make test: one pytest-xdist worker per core (TEST_WORKERS=0 runs the suite in one process)
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 test-full: install
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)

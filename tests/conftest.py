@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (make test runs one worker per core) each worker, and every train.py it starts, keeps
+# to one thread: two workers with a thread per core each would contend for the same cores (set before
+# torch is imported in the worker; a run's own threads= setting still applies).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Small settings for runs that only need to exercise the machinery (seconds, not minutes).
