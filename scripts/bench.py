@@ -27,11 +27,18 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("startup", "metrics", "lightning", "data", "images", "diagnostics", "e2e", "sweep")
+SECTIONS = ("startup", "metrics", "lightning", "backbones", "data", "images", "diagnostics", "e2e", "sweep")
 SWEEP_STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
 # The sweep section trains shorter than the recipe: its question is the launcher, not accuracy.
 SWEEP_SHORT = ["trainer.max_epochs=2", "source_stage.max_epochs=1"]
 LIGHTNING_EPOCHS = 12
+# torchvision's resnet18, random weights, on the img2img target's digits: the pretrained_image adapter resizes
+# them to each size (and repeats the one channel to three), as it does for a user's photos.
+BACKBONE = ["experiment=img2img", "strategy=scratch", "trunk=torchvision", "trunk.arch=resnet18", "trunk.weights=null",
+            "adapter@source_adapter=pretrained_image", "adapter@target_adapter=pretrained_image",
+            "target.samples_per_class=null", "target.batch_size=64"]  # every digit 5-9, the default batch
+BACKBONE_SIZES = (32, 64)
+BACKBONE_PLAIN_S = 20.0  # the Lightning/plain pairs train for at least this long (full bench)
 QUICK = ["source_stage.max_epochs=1", "source.fraction=0.2", "trainer.max_epochs=1", "target.fraction=0.2"]
 
 
@@ -177,6 +184,64 @@ def bench_lightning(args, out: dict[str, Any]) -> None:
         "gflops": achieved, "nominal_gflops": nominal * best["samples_per_s"] / 1e9, "matmul_gflops": mm,
         "share_of_matmul": achieved / mm, "goal": 0.30, "threads": torch.get_num_threads(), "batch_curve": curve,
     }
+
+
+def bench_backbones(args, out: dict[str, Any]) -> None:
+    """torchvision resnet18 at 32x32 and 64x64: the bare training step's samples/s with channels-last off and
+    on, its executed GFLOP/s against the measured matmul peak, and at 32x32 the Lightning/plain-loop ratio
+    on a target stage the plain loop takes at least BACKBONE_PLAIN_S to train (the epochs follow from the
+    measured step rate)."""
+    import math
+
+    from xfer import build
+    from xfer.perf import matmul_gflops, step_rate, train_step_flops
+
+    mm = matmul_gflops()
+    steps, warmup = (4, 2) if args.quick else (30, 5)
+    sizes: dict[str, Any] = {}
+    for size in BACKBONE_SIZES:
+        cfg = compose([*BACKBONE, f"trunk.input_size=[{size},{size}]"])
+        dm = build.datamodule(cfg.target, cfg.seed)
+        x, y = dm.datasets["train"].tensors
+        batch = min(dm.batch_size, len(y))
+        flops = train_step_flops(target_stage(cfg, dm)[0], (x[:batch], y[:batch])) / batch
+        rates = {}
+        for layout in ("contiguous", "channels_last"):
+            module = target_stage(cfg, dm)[0]
+            if layout == "channels_last":  # the 4-D weights; the activations follow them
+                module = module.to(memory_format=torch.channels_last)
+            rates[layout] = step_rate(module, x, y, batch, steps=steps, warmup=warmup)
+        best = max(rates.values())
+        sizes[str(size)] = {
+            "batch_size": batch, "train_examples": len(y), "train_flops_per_sample": flops,
+            "samples_per_s": rates, "channels_last_speedup": rates["channels_last"] / rates["contiguous"],
+            "gflops": flops * best / 1e9, "share_of_matmul": flops * best / 1e9 / mm}
+        print(f"  resnet18 {size}x{size}: {rates['contiguous']:.0f} samples/s contiguous, "
+              f"{rates['channels_last']:.0f} channels-last; {100 * flops * best / 1e9 / mm:.0f}% of matmul", flush=True)
+
+    # Lightning against the plain loop, at 32x32, as bench_lightning does for the default stage
+    size = str(BACKBONE_SIZES[0])
+    epoch_s = sizes[size]["train_examples"] / sizes[size]["samples_per_s"]["contiguous"]
+    epochs = 1 if args.quick else max(2, math.ceil(BACKBONE_PLAIN_S / epoch_s))
+    overrides = [*BACKBONE, f"trunk.input_size=[{size},{size}]", f"trainer.max_epochs={epochs}",
+                 "trainer.enable_progress_bar=true"]
+    if args.quick:
+        overrides.append("trainer.limit_train_batches=3")
+    cfg = compose(overrides)
+    dm = build.datamodule(cfg.target, cfg.seed)
+    runs: dict[str, list[dict[str, Any]]] = {"lightning": [], "plain": []}
+    with tempfile.TemporaryDirectory(prefix="xfer-bench-backbones-") as tmp:
+        for rep in range(args.reps):  # alternate the order, so drift in the machine hits both
+            for kind in (("lightning", "plain") if rep % 2 == 0 else ("plain", "lightning")):
+                workdir = Path(tmp) / f"{kind}{rep}"
+                r = lightning_fit(cfg, dm, workdir) if kind == "lightning" else plain_fit(cfg, dm, workdir)
+                runs[kind].append(r)
+                print(f"  resnet18 {size}x{size} {kind:9s} rep {rep}: {r['wall_s']:.1f} s", flush=True)
+    ratios = [a["wall_s"] / b["wall_s"] for a, b in zip(runs["lightning"], runs["plain"])]
+    out["backbones"] = {"arch": "resnet18", "matmul_gflops": mm, "goal_share_of_matmul": 0.40, "sizes": sizes,
+                        "lightning": {"size": int(size), "epochs": epochs, "ratios": ratios,
+                                      "ratio": statistics.median(ratios), "goal": 1.05,
+                                      "plain_wall_s": statistics.median(r["wall_s"] for r in runs["plain"])}}
 
 
 def bench_data(args, out: dict[str, Any]) -> None:
@@ -615,6 +680,21 @@ def table(out: dict[str, Any]) -> str:
         curve = ", ".join(f"{b}: {c['samples_per_s']:.0f}/s = {100 * c['share_of_matmul']:.0f}%"
                           for b, c in tp["batch_curve"].items())
         rows.append(f"| Bare training step by batch size (samples/s = share of matmul) | {curve} | | |")
+    if "backbones" in out:
+        bb = out["backbones"]
+        for size, c in bb["sizes"].items():
+            r = c["samples_per_s"]
+            rows.append(f"| {bb['arch']} (torchvision, random weights) at {size}x{size}, batch {c['batch_size']}: bare "
+                        f"training step, contiguous / channels-last | {r['contiguous']:.0f} / {r['channels_last']:.0f}"
+                        f" samples/s ({c['channels_last_speedup']:.2f}x) | | |")
+            rows.append(f"| same, executed GFLOP/s of the faster layout ({c['train_flops_per_sample'] / 1e9:.3f} "
+                        f"GFLOP/sample, fwd+bwd) vs fp32 matmul {bb['matmul_gflops']:.0f} GFLOP/s | {c['gflops']:.1f}"
+                        f" GFLOP/s = {100 * c['share_of_matmul']:.0f}% | >= 40% |"
+                        f" {_ok(c['share_of_matmul'], bb['goal_share_of_matmul'], True)} |")
+        lt = bb["lightning"]
+        rows.append(f"| {bb['arch']} at {lt['size']}x{lt['size']}: Lightning / plain loop, wall time ({lt['epochs']} "
+                    f"epochs, plain {lt['plain_wall_s']:.1f} s; pairs {', '.join(f'{r:.3f}' for r in lt['ratios'])}) |"
+                    f" {lt['ratio']:.3f} | <= 1.05 | {_ok(lt['ratio'], lt['goal'], False)} |")
     if "data" in out:
         d = out["data"]
         vs = "" if d["ratio_to_steps"] is None else f" = {d['ratio_to_steps']:.0f}x the step rate"
@@ -715,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     out: dict[str, Any] = {"machine": machine(), "quick": args.quick}
-    for name, fn in (("startup", bench_startup), ("metrics", bench_metrics), ("lightning", bench_lightning), ("data", bench_data), ("images", bench_images),
+    for name, fn in (("startup", bench_startup), ("metrics", bench_metrics), ("lightning", bench_lightning), ("backbones", bench_backbones), ("data", bench_data), ("images", bench_images),
                      ("diagnostics", bench_diagnostics), ("e2e", bench_e2e),
                      ("sweep", bench_sweep)):
         if name in chosen:

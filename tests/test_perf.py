@@ -208,12 +208,17 @@ def test_bench_quick_measures_every_section(tmp_path):
     assert all(c["images_per_s"] > 0 and c["train_images"] > 200 for c in bench["images"]["cases"].values())
     assert bench["lightning"]["ratio"] > 0 and len(bench["lightning"]["ratios"]) == 3
     assert 0 < bench["throughput"]["share_of_matmul"] < 1
+    bb = bench["backbones"]
+    assert set(bb["sizes"]) == {"32", "64"} and bb["lightning"]["ratio"] > 0 and len(bb["lightning"]["ratios"]) == 3
+    for c in bb["sizes"].values():  # 64x64 executes 4x the FLOPs of 32x32, and both are a real share of matmul
+        assert min(c["samples_per_s"].values()) > 0 and 0 < c["share_of_matmul"] < 1
+    assert 3.5 < bb["sizes"]["64"]["train_flops_per_sample"] / bb["sizes"]["32"]["train_flops_per_sample"] < 4.5
     assert bench["data"]["tokenised_at_setup"] and bench["data"]["ratio_to_steps"] > 1
     assert 0 < bench["e2e"]["warm_first_step_s"] < bench["e2e"]["warm_s"] < time.time() - start
     assert bench["sweep"]["jobs"] == 8 and bench["sweep"]["source_trained"] == {"sequential": 2, "joblib": 2}
     assert bench["sweep"]["peak_rss_mb"] > bench["sweep"]["peak_rss_single_mb"] > 100
     table = out.with_suffix(".md").read_text()
-    assert "Lightning / plain loop" in table and "Peak RSS, parallel sweep" in table
+    assert "Lightning / plain loop" in table and "Peak RSS, parallel sweep" in table and "channels-last" in table
 
 
 # -- per-epoch scores from one update per step ---------------------------------------------------------
