@@ -182,7 +182,7 @@ def test_bench_refuses_an_unknown_section_in_one_line():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: --only 'lightning,warp': unknown section ['warp']; allowed: startup, metrics, lightning, data, images, diagnostics, e2e, sweep"]
+        "error: --only 'lightning,warp': unknown section ['warp']; allowed: startup, metrics, lightning, backbones, data, images, diagnostics, e2e, sweep"]
 
 
 def test_bench_refuses_an_unwritable_out_before_measuring(tmp_path):
