@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The install re-runs only when these files change (idempotent otherwise).
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: install train test test-full sweep study tune bench tb clean help
+.PHONY: install train test test-full sweep study tune bench bench-gpu tb clean help
 
 help:
 	@echo "make install    create $(VENV) and install xfer (first time only)"
@@ -16,6 +16,7 @@ help:
 	@echo "make study      install, then the study (STUDY=cpu, or full on a GPU machine): its sweeps, then docs/results.md"
 	@echo "make tune       install, then scripts/tune.py: tune each strategy's lrs on validation (equal trials), run 5 seeds"
 	@echo "make bench      install, then scripts/bench.py: bench.json and a table (about 8 minutes)"
+	@echo "make bench-gpu  install, then scripts/bench_gpu.py on a GPU: docs/bench/gpu.md (under 8 minutes)"
 	@echo "make tb         tensorboard --logdir logs"
 	@echo "make clean      remove caches of Python and pytest (never logs/ or cache/)"
 
@@ -50,6 +51,9 @@ tune: install
 
 bench: install
 	$(PY) scripts/bench.py $(ARGS)
+
+bench-gpu: install
+	$(PY) scripts/bench_gpu.py $(ARGS)
 
 tb: install
 	$(VENV)/bin/tensorboard --logdir logs

@@ -764,6 +764,30 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def sections(only: str, allowed: tuple[str, ...]) -> list[str] | None:
+    """The sections ``--only`` names, in its order; None (and the error on stderr) for an unknown one."""
+    chosen = [s.strip() for s in only.split(",") if s.strip()]
+    bad = [s for s in chosen if s not in allowed]
+    if bad or not chosen:
+        print(f"error: --only {only!r}: unknown section {bad}; allowed: {', '.join(allowed)}", file=sys.stderr)
+        return None
+    return chosen
+
+
+def writable(out: Path) -> bool:
+    """Whether ``out``'s folder takes a file (made if missing); checked before minutes of measuring, not
+    after: the figures must have somewhere to go. False with the error on stderr."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".bench-"):
+            pass
+    except OSError as err:
+        print(f"error: --out {out}: cannot write there ({err.strerror}); allowed: a file in a writable folder",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections, from: {', '.join(SECTIONS)}")
@@ -771,21 +795,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny workloads: checks the bench, not the speed")
     parser.add_argument("--out", type=Path, default=ROOT / "bench.json", help="where bench.json goes")
     args = parser.parse_args(argv)
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    bad = [s for s in chosen if s not in SECTIONS]
-    if bad or not chosen:
-        print(f"error: --only {args.only!r}: unknown section {bad}; allowed: {', '.join(SECTIONS)}", file=sys.stderr)
+    chosen = sections(args.only, SECTIONS)
+    if chosen is None:
         return 2
     if args.reps < 1:
         print(f"error: --reps {args.reps}; allowed: an integer >= 1", file=sys.stderr)
         return 2
-    try:  # before minutes of measuring, not after: the figures must have somewhere to go
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=args.out.parent, prefix=".bench-"):
-            pass
-    except OSError as err:
-        print(f"error: --out {args.out}: cannot write there ({err.strerror}); allowed: a file in a writable "
-              f"folder", file=sys.stderr)
+    if not writable(args.out):
         return 2
     sys.path.insert(0, str(ROOT / "src"))
     import logging

@@ -212,3 +212,109 @@ def test_group_column_mistakes_get_one_line_errors(tmp_path):
     _write_csv(folder / "test.csv", [(f"u{i}", "a" if i % 2 else "b", f"x{i % 3}") for i in range(50)])
     with pytest.raises(DataError, match="3 groups of group_column='author' are in both the train and the test file"):
         TextDataModule("csv", reader=partial(read_csv_text, str(folder)), group_column="author").setup()
+
+
+# -- where batches are gathered: on the accelerator ("meta" stands in for it: shapes, dtypes, devices) --
+def _fake_trainer(device: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+
+
+def test_placed_splits_serve_every_batch_from_the_device_and_leave_datasets_on_the_cpu():
+    dm = ImageDataModule("mnist5k", batch_size=32, eval_batch_size=100)
+    dm.setup()
+    cpu_batch = next(iter(dm.train_dataloader()))
+    assert dm.place("meta") is True
+    assert set(dm.placed) == {"train", "val", "test"}
+    for split, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader()),
+                          ("test", dm.test_dataloader())):
+        x, y = next(iter(loader))
+        assert x.device.type == y.device.type == "meta", split
+        assert not loader.pin_memory  # nothing crosses from the CPU
+        assert dm.datasets[split].tensors[0].device.type == "cpu"  # diagnostics and statistics read these
+    x, y = next(iter(dm.train_dataloader()))
+    assert (x.shape, x.dtype, y.shape, y.dtype) == (cpu_batch[0].shape, cpu_batch[0].dtype,
+                                                    cpu_batch[1].shape, cpu_batch[1].dtype)
+    assert len(dm.train_dataloader()) == -(-len(dm.datasets["train"]) // 32)
+    assert dm.place("meta") is True  # once: the copies are kept
+    assert dm.place("cpu") is False and dm.placed  # a CPU device changes nothing
+
+
+def test_a_trainers_device_decides_where_the_loaders_gather():
+    dm = TextDataModule("rt_sentiment", max_len=16, fraction=0.1)
+    dm.setup()
+    dm.trainer = _fake_trainer("cpu")
+    assert next(iter(dm.train_dataloader()))[0].device.type == "cpu" and not dm.placed
+    dm.trainer = _fake_trainer("meta")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.device.type == "meta" and x.dtype == torch.int64 and x.shape == (64, 16)
+
+
+@pytest.mark.parametrize("settings,why", [
+    ({"on_device": False}, "on_device=false"),
+    ({"num_workers": 1}, "loader workers asked for"),
+    ({"on_device_limit_mb": 0.5}, "over the limit"),
+])
+def test_auto_leaves_batches_on_the_cpu_when_it_should(settings, why):
+    dm = TextDataModule("rt_sentiment", max_len=16, **settings)
+    assert dm.place("meta") is False, why
+    assert not dm.placed
+
+
+def test_batches_for_a_gpu_that_stay_on_the_cpu_use_pinned_memory_unless_told_not_to():
+    dm = TextDataModule("rt_sentiment", max_len=16, on_device=False)
+    dm.setup()
+    dm.trainer = _fake_trainer("cuda")  # the loader is only built, never iterated: no GPU needed
+    assert dm.train_dataloader().pin_memory and dm.val_dataloader().pin_memory
+    dm.pin_memory = False
+    assert not dm.train_dataloader().pin_memory
+    dm.trainer = _fake_trainer("cpu")
+    dm.pin_memory = True
+    assert not dm.train_dataloader().pin_memory
+
+
+def test_on_device_true_insists_over_the_limit_and_refuses_what_it_cannot_do(tmp_path):
+    dm = TextDataModule("rt_sentiment", max_len=16, on_device=True, on_device_limit_mb=0.5)
+    assert dm.place("meta") is True
+    with pytest.raises(DataError, match=r"rt_sentiment.on_device=true with num_workers=2: .*allowed: num_workers=0"):
+        TextDataModule("rt_sentiment", on_device=True, num_workers=2)
+    with pytest.raises(DataError, match=r"on_device='gpu'; allowed: auto, true or false"):
+        TextDataModule("rt_sentiment", on_device="gpu")
+    from PIL import Image
+
+    from xfer.data.readers_image import read_image_folder
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            Image.new("L", (8, 8), color=i * 20).save(tmp_path / c / f"{i}.png")
+    lazy = ImageDataModule("image_folder", reader=partial(read_image_folder, str(tmp_path), in_memory=False),
+                           image_size=[8, 8], on_device=True, val_fraction=0.2, test_fraction=0.2)
+    with pytest.raises(DataError, match=r"image_folder.on_device=true, but its images are decoded from files"):
+        lazy.place("meta")
+    lazy.on_device = "auto"
+    assert lazy.place("meta") is False
+
+
+def test_a_pickled_data_module_leaves_its_device_copies_behind():
+    import pickle
+
+    dm = TextDataModule("rt_sentiment", max_len=16, fraction=0.1)
+    dm.place("meta")
+    assert dm.placed
+    again = pickle.loads(pickle.dumps(dm))
+    assert again.placed == {} and again.datasets["train"].tensors[0].device.type == "cpu"
+
+
+def test_joint_training_gathers_both_data_sets_where_the_trainer_trains():
+    from xfer.data.joint import JointDataModule
+
+    target = TextDataModule("rt_sentiment", max_len=16, fraction=0.1)
+    source = ImageDataModule("mnist5k", fraction=0.1)
+    joint = JointDataModule(target, source)
+    joint.trainer = _fake_trainer("meta")
+    joint.setup("fit")
+    batch = next(iter(joint.train_dataloader()))
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    assert batch["target"][0].device.type == batch["source"][0].device.type == "meta"

@@ -146,6 +146,29 @@ def test_plain_loop_trains_exactly_what_lightning_trains(text_dm, tmp_path):
         assert torch.equal(a, b), f"{name} differs between the Lightning fit and the plain loop"
 
 
+def test_plain_loop_in_bf16_trains_exactly_what_lightning_trains_in_bf16_mixed(text_dm, tmp_path):
+    """The GPU bench's pairs hold Lightning's bf16-mixed against plain_fit(bf16=True) with the unfused AdamW
+    Lightning then takes: the same work, here checked on the CPU, where autocast is bf16 too."""
+    epochs, limit = 1, 4
+    lightning = _module(text_dm)
+    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", max_epochs=epochs, logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, deterministic=True, gradient_clip_val=1.0,
+                         limit_train_batches=limit, limit_val_batches=1, callbacks=[EpochSeed(0)],
+                         default_root_dir=str(tmp_path))
+    trainer.fit(lightning, datamodule=text_dm)
+    plain = _module(text_dm)
+    plain.optim["fused"] = False
+    plain_fit(plain, text_dm, epochs, seed=0, gradient_clip_val=1.0, limit_batches=limit, device="cpu", bf16=True)
+    reference = _module(text_dm)
+    moved = False
+    for (name, a), b, c in zip(lightning.state_dict().items(), plain.state_dict().values(),
+                               reference.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs between the bf16-mixed fit and the bf16 plain loop"
+        moved |= not torch.equal(a, c)
+    assert moved  # it trained
+
+
 def test_make_optimizer_is_fused_unless_mixed_precision_or_switched_off(text_dm):
     module = _module(text_dm)
     assert module.make_optimizer(10)[0].defaults["fused"] is True
@@ -194,6 +217,55 @@ def test_bench_refuses_an_unwritable_out_before_measuring(tmp_path):
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: --out {blocker / 'bench.json'}: cannot write there")
     assert blocker.read_text() == "kept"
+
+
+def test_gpu_bench_dry_run_measures_every_section_on_the_cpu(tmp_path, monkeypatch):
+    import logging
+    import warnings
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import bench_gpu
+
+    out = tmp_path / "gpu.json"
+    lightning_log = logging.getLogger("pytorch_lightning")
+    level = lightning_log.level
+    try:
+        with warnings.catch_warnings():  # main() quiets warnings and Lightning's log, as a script may
+            assert bench_gpu.main(["--dry-run", "--out", str(out)]) == 0
+    finally:
+        lightning_log.setLevel(level)
+    result = json.loads(out.read_text())
+    assert result["dry_run"] and not result["skipped"]
+    assert result["img2txt"]["ratio"] > 0 and result["img2txt"]["split"]["compute_ms"] > 0
+    assert result["img2txt"]["precision"] == "bf16-mixed"
+    sizes = result["resnet18"]["sizes"]
+    assert set(sizes) == {"64", "224"}
+    for c in sizes.values():  # every variant ran, the compiled one included
+        assert set(c["samples_per_s"]) == {"contiguous", "channels_last", "compiled"}
+        assert all(v > 0 for v in c["samples_per_s"].values()), c
+    assert result["resnet18"]["lightning"]["ratio"] > 0
+    for workload in ("img2txt", "resnet18_64"):
+        feeds = result["loaders"][workload]
+        assert set(feeds) == {"on_device", "pinned_workers", "pageable"}
+        assert feeds["pinned_workers"]["num_workers"] == 1 and feeds["pageable"]["num_workers"] == 0
+        assert all(f["samples_per_s"] > 0 and f["data_ms"] >= 0 for f in feeds.values())
+    table = out.with_suffix(".md").read_text()
+    assert table.startswith("**DRY RUN on the CPU") and "torch.compile" in table and "pinned memory" in table
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--only", "img2txt,warp"], "error: --only 'img2txt,warp': unknown section ['warp']; allowed: img2txt, "
+                                 "resnet18, loaders"),
+    ([], "error: no GPU is visible to torch (torch.cuda.is_available() is False); allowed: a machine with a CUDA "
+         "GPU, or --dry-run to check the script on the CPU"),
+])
+def test_gpu_bench_refuses_in_one_line(argv, message):
+    if not argv and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), *argv],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
 
 
 @pytest.mark.slow

@@ -3,7 +3,11 @@ PyTorch training loop to hold Lightning against, the data path alone, and the me
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -65,11 +69,27 @@ class LoopTiming:
     val_acc: float
 
 
+def sync(device: torch.device | str | None) -> None:
+    """Wait for the device's queued work (a CUDA clock read is only true after it); a no-op on the CPU."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device | str | None, bf16: bool):
+    """What Lightning's ``precision=bf16-mixed`` wraps a step's forward pass in; nothing without ``bf16``."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device or "cpu").type, dtype=torch.bfloat16)
+
+
 def train_step(module: Any, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], x: torch.Tensor,
-               y: torch.Tensor, gradient_clip_val: float | None) -> None:
-    """One training step as TransferModule takes it under Lightning: forward, loss, backward, clipping
-    (as TransferModule clips on a CPU), optimizer step."""
-    loss = module.criterion(module(x), y)
+               y: torch.Tensor, gradient_clip_val: float | None, forward: Callable[[torch.Tensor], torch.Tensor]
+               | None = None, bf16: bool = False) -> None:
+    """One training step as TransferModule takes it under Lightning: forward (through ``forward``, a compiled
+    one say, else the module; in bf16 autocast with ``bf16``), loss, backward, clipping (as TransferModule
+    clips on a CPU), optimizer step."""
+    with autocast(x.device, bf16):
+        loss = module.criterion((module if forward is None else forward)(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if gradient_clip_val:
@@ -78,32 +98,76 @@ def train_step(module: Any, optimizer: torch.optim.Optimizer, params: list[nn.Pa
 
 
 def step_rate(module: Any, x: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int = 60,
-              warmup: int = 10) -> float:
+              warmup: int = 10, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              bf16: bool = False, timings: dict[str, float] | None = None) -> float:
     """Training samples per second of the bare step (``train_step``, clipping at 1.0) at ``batch_size``,
-    on batches cut from ``x``/``y`` in order; the module's weights change."""
+    on batches cut from ``x``/``y`` in order (on their device: the module must be there too); the module's
+    weights change. ``timings``, when given, receives ``warmup_s``: the warm-up steps' wall time (a
+    compiled ``forward`` compiles there)."""
     optimizer, _ = module.make_optimizer(steps + warmup)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     module.train()
     n = len(y) // batch_size
-    start = 0.0
+    start = begin = time.perf_counter()
     for i in range(warmup + steps):
         if i == warmup:
+            sync(x.device)
             start = time.perf_counter()
         j = i % n * batch_size
-        train_step(module, optimizer, params, x[j:j + batch_size], y[j:j + batch_size], 1.0)
+        train_step(module, optimizer, params, x[j:j + batch_size], y[j:j + batch_size], 1.0, forward, bf16)
+    sync(x.device)
+    if timings is not None:
+        timings["warmup_s"] = start - begin
     return steps * batch_size / (time.perf_counter() - start)
+
+
+def step_split(module: Any, loader, device: torch.device | str, steps: int, bf16: bool = False,
+               gradient_clip_val: float | None = 1.0) -> dict[str, float]:
+    """Where a training step's time goes: ``data_ms``, from asking the loader for a batch until it is on
+    ``device``, and ``compute_ms``, the step itself; medians over ``steps`` steps after two of warm-up.
+    The device is synchronised between the two, so the sum is a little more than a free-running step."""
+    device = torch.device(device)
+    optimizer, _ = module.make_optimizer(steps + 2)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    module.train()
+    data, compute = [], []
+    batches = iter(loader)
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sync(device)
+        t1 = time.perf_counter()
+        train_step(module, optimizer, params, x, y, gradient_clip_val, bf16=bf16)
+        sync(device)
+        if i >= 2:
+            data.append(t1 - t0)
+            compute.append(time.perf_counter() - t1)
+    return {"data_ms": 1e3 * statistics.median(data), "compute_ms": 1e3 * statistics.median(compute),
+            "steps": steps}
 
 
 def plain_fit(module: Any, dm: pl.LightningDataModule, epochs: int, seed: int,
               gradient_clip_val: float | None, limit_batches: int | None = None,
-              ckpt_dir: Path | None = None) -> LoopTiming:
+              ckpt_dir: Path | None = None, device: torch.device | str | None = None,
+              bf16: bool = False) -> LoopTiming:
     """The target stage as a hand-written PyTorch loop: the same module, data order, optimizer,
     schedule, clipping and per-epoch reseeding as Lightning's fit, with a validation pass per epoch.
     With ``ckpt_dir`` it writes what a run writes: the weights, optimizer and schedule state as
     ``best.pt`` when validation accuracy improves and as ``last.pt`` every epoch. No logging, metric
     objects or callbacks. ``limit_batches``: train on that many batches per epoch (as Lightning's
-    ``limit_train_batches`` given an int)."""
+    ``limit_train_batches`` given an int). ``device``: train there, the module moved and the batches
+    gathered there as a Trainer on it does (``dm.place``, else a copy of each batch); ``bf16``: in bf16
+    autocast, as ``precision=bf16-mixed``."""
     start = time.perf_counter()
+    if device is not None:
+        module.to(device)
+        if hasattr(dm, "place"):
+            dm.place(device)
     train_loader = dm.train_dataloader()
     val_loader = dm.val_dataloader()
     per_epoch = len(train_loader) if limit_batches is None else min(limit_batches, len(train_loader))
@@ -120,12 +184,15 @@ def plain_fit(module: Any, dm: pl.LightningDataModule, epochs: int, seed: int,
         for i, (x, y) in enumerate(train_loader):
             if i == per_epoch:
                 break
-            train_step(module, optimizer, params, x, y, gradient_clip_val)
+            if device is not None:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            train_step(module, optimizer, params, x, y, gradient_clip_val, bf16=bf16)
             scheduler.step()
             steps, samples = steps + 1, samples + len(y)
+        sync(device)
         train_s += time.perf_counter() - epoch_start
         val_start = time.perf_counter()
-        acc = evaluate(module, val_loader)
+        acc = evaluate(module, val_loader, device, bf16)
         if ckpt_dir is not None:
             state = {"epoch": epoch, "state_dict": module.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict()}
@@ -138,11 +205,14 @@ def plain_fit(module: Any, dm: pl.LightningDataModule, epochs: int, seed: int,
 
 
 @torch.no_grad()
-def evaluate(module: nn.Module, loader) -> float:
+def evaluate(module: nn.Module, loader, device: torch.device | str | None = None, bf16: bool = False) -> float:
     module.eval()
     correct = total = 0
     for x, y in loader:
-        correct += int((module(x).argmax(dim=1) == y).sum())
+        if device is not None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(x.device, bf16):
+            correct += int((module(x).argmax(dim=1) == y).sum())
         total += len(y)
     module.train()
     return correct / max(1, total)
@@ -218,6 +288,41 @@ class PeakRSS:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class GpuUtilisation:
+    """Samples ``nvidia-smi``'s utilisation.gpu (the share of time a kernel ran, in %) of one GPU every
+    ``interval`` s in a background thread; ``mean`` is None where there is no nvidia-smi or no sample."""
+
+    def __init__(self, index: int = 0, interval: float = 0.2):
+        self.index, self.interval, self.samples = index, interval, []
+        self.tool = shutil.which("nvidia-smi")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        cmd = [self.tool, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", str(self.index)]
+        while not self._stop.is_set():
+            try:
+                self.samples.append(float(subprocess.run(cmd, capture_output=True, text=True, timeout=5,
+                                                         check=True).stdout.strip()))
+            except (OSError, ValueError, subprocess.SubprocessError):
+                return
+            self._stop.wait(self.interval)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+    def __enter__(self) -> "GpuUtilisation":
+        if self.tool:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def available_cores() -> int:

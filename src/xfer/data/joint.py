@@ -14,6 +14,7 @@ class JointDataModule(pl.LightningDataModule):
         self.target, self.source = target, source
 
     def setup(self, stage: str | None = None) -> None:
+        self.target.trainer = self.source.trainer = self.trainer  # their loaders gather where it trains
         self.target.setup(stage)
         self.source.setup(stage)
 

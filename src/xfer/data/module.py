@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import hashlib
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ from xfer.data.readers import Reader
 from xfer.data.spec import SPLITS, DataSpec
 from xfer.data.splits import balanced_subset, grouped_split, grouped_split_off, split_off, stratified_split
 from xfer.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class EpochShuffle(Sampler[int]):
@@ -42,7 +45,15 @@ class TensorBatches(TensorDataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
+        device = self.tensors[0].device
+        if device.type == "cuda":  # through page-locked memory, so the copy does not wait for the GPU's queue
+            index = index.pin_memory().to(device, non_blocking=True)
+        elif device.type != "cpu":
+            index = index.to(device)
         return tuple(t.index_select(0, index) for t in self.tensors)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors)
 
 
 def as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -73,8 +84,14 @@ class SplitDataModule(pl.LightningDataModule):
                  val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
                  fraction: float = 1.0, samples_per_class: int | None = None, batch_size: int = 64,
                  eval_batch_size: int = 512, num_workers: int = 0, seed: int = 0,
-                 group_column: str | None = None):
+                 group_column: str | None = None, on_device: bool | str = "auto",
+                 on_device_limit_mb: float = 2048, pin_memory: bool = True):
         super().__init__()
+        if on_device not in (True, False, "auto"):
+            raise DataError(f"{name}.on_device={on_device!r}; allowed: auto, true or false")
+        if on_device is True and num_workers > 0:
+            raise DataError(f"{name}.on_device=true with num_workers={num_workers}: worker processes cannot "
+                            f"gather batches from device memory; allowed: num_workers=0, or on_device=auto|false")
         if not 0.0 < fraction <= 1.0:
             raise DataError(f"{name}.fraction={fraction} is out of range; allowed: 0 < fraction <= 1")
         if samples_per_class is not None and samples_per_class < 1:
@@ -94,7 +111,10 @@ class SplitDataModule(pl.LightningDataModule):
         self.fraction, self.samples_per_class = fraction, samples_per_class
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.seed = seed
+        self.on_device, self.on_device_limit_mb, self.pin_memory = on_device, float(on_device_limit_mb), bool(pin_memory)
         self.datasets: dict[str, Dataset] = {}
+        self.placed: dict[str, TensorBatches] = {}  # split -> its tensors on the accelerator (``place``)
+        self.destination: torch.device | None = None  # where the batches are trained on, once known (``place``)
         self.class_names: list[str] = []
         self.dropped: dict[str, int] = {}
         self.rendering: dict[str, Any] | None = None  # text drawn as images: what was cut, what had no glyph
@@ -116,8 +136,52 @@ class SplitDataModule(pl.LightningDataModule):
         return TensorBatches(inputs, labels)
 
     def served(self, split: str, train: bool) -> Dataset:
-        """What the loader of ``split`` reads: its data set, as given to training when ``train``."""
-        return self.datasets[split]
+        """What the loader of ``split`` reads: its data set (on the accelerator once ``place``d), as given
+        to training when ``train``."""
+        return self.placed[split] if split in self.placed else self.datasets[split]
+
+    # -- where batches are gathered ---------------------------------------------------------
+    def place(self, device: torch.device | str) -> bool:
+        """Gather batches on ``device`` from now on, when ``on_device`` allows: every split's tensors are
+        copied there once, and each batch is one index_select on the device (no copy per step, no
+        per-sample Python). ``on_device=auto`` does it when the data is in memory, no loader workers are
+        asked for and the splits fit in ``on_device_limit_mb``; ``true`` insists; ``false`` never does.
+        A CPU device changes nothing. Returns whether batches are gathered on ``device``. ``datasets``
+        itself stays on the CPU: what reads it outside the loaders (diagnostics, statistics) is unchanged."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+            # "cuda" is the current GPU: named as its tensors name it, so a second call finds the copies
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.destination = device
+        if device.type == "cpu" or self.on_device is False or self.num_workers > 0:
+            return False
+        if self.placed and next(iter(self.placed.values())).tensors[0].device == device:
+            return True
+        if not self.datasets:
+            self.setup()
+        if not all(isinstance(d, TensorBatches) for d in self.datasets.values()):
+            if self.on_device is True:
+                raise DataError(f"{self.name}.on_device=true, but its images are decoded from files a batch at "
+                                f"a time (reader.in_memory=false); allowed: on_device=auto|false, or "
+                                f"reader.in_memory=true")
+            return False
+        mib = sum(d.nbytes() for d in self.datasets.values()) / 2**20
+        if self.on_device == "auto" and mib > self.on_device_limit_mb:
+            log.info("%s: %.0f MiB of data is over on_device_limit_mb=%g: batches are gathered on the CPU",
+                     self.name, mib, self.on_device_limit_mb)
+            return False
+        self.placed = {s: TensorBatches(*(t.to(device) for t in d.tensors)) for s, d in self.datasets.items()}
+        log.info("%s: %.0f MiB of data copied to %s once; batches are gathered there", self.name, mib, device)
+        return True
+
+    def _trainer_device(self) -> torch.device | None:
+        trainer = self.trainer
+        return None if trainer is None else trainer.strategy.root_device
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["placed"], state["destination"] = {}, None  # a spawned process places its own copy on its own device
+        return state
 
     # -- shared ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -270,6 +334,9 @@ class SplitDataModule(pl.LightningDataModule):
             yield batch[0]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
+        if (trainer_device := self._trainer_device()) is not None:
+            self.place(trainer_device)
+        device = self.destination
         data = self.served(split, train)
         return DataLoader(
             data,
@@ -278,6 +345,9 @@ class SplitDataModule(pl.LightningDataModule):
             collate_fn=as_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # batches that cross from the CPU to a GPU go through page-locked memory
+            pin_memory=(self.pin_memory and split not in self.placed and device is not None
+                        and device.type == "cuda"),
             # its own generator: creating an iterator never draws from the global RNG, which the
             # per-epoch reseed (callbacks.EpochSeed) owns, so resumed and uninterrupted runs agree
             generator=torch.Generator().manual_seed(self.seed),
