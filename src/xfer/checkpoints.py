@@ -134,4 +134,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getbuffer())  # a view: no second copy of the checkpoint in memory

@@ -19,7 +19,7 @@ from typing import Any
 from xfer.errors import DiskFullError
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     path = Path(path)
     with full_disk_named(path, len(data)):
         path.parent.mkdir(parents=True, exist_ok=True)
