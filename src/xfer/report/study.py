@@ -12,6 +12,7 @@ rerun each cell. ``write_page`` also writes each cell's full summary (summary.md
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,14 @@ def cell_summary(cell: dict[str, Any], folders: list[Path], out: Path | None = N
     target = folders if len(folders) > 1 else folders[0]
     if out is None:
         return summarize(target, bootstrap=0, **kw)
+    for name in PLOTS:  # the page lists the plots it finds: none may be left from an earlier run's settings
+        (out / name).unlink(missing_ok=True)
     s = write_summary(target, out=out, **kw)
+    page = (out / "summary.md").read_text()
+    for folder in folders:  # named as the page names them, wherever the study's folder is
+        shown = f"logs/study/{folder.resolve().parent.name}/{folder.name}"
+        page = page.replace(str(folder), shown).replace(str(folder.resolve()), shown)
+    atomic_write_bytes(out / "summary.md", page.encode())
     reports = read_reports(folders[0])
     plot_layers_with_scores(s, reports, out / "layers_with_scores.png")
     return s
@@ -114,8 +122,10 @@ def cell_markdown(cell: dict[str, Any], s: Summary, plots: Path | None = None, l
 
 
 def _shown(text: str, root: Path, preset: str) -> str:
-    """A command as the page shows it: the study's folder as logs/study/<preset>, whatever XFER_HOME was."""
-    return text.replace(str(root), f"logs/study/{preset}")
+    """A command as the page shows it: the study's folder as logs/study/<preset>, wherever it was when the
+    sweep ran (XFER_HOME, another checkout) and however the page's caller names it now."""
+    text = text.replace(str(root.resolve()), f"logs/study/{preset}")
+    return re.sub(r"hydra\.sweep\.dir=\S*?([^/\s]+)(?=\s|$)", rf"hydra.sweep.dir=logs/study/{preset}/\1", text)
 
 
 def results_markdown(preset: str, cells: list[dict[str, Any]], root: Path, out_dir: Path | None = None,
