@@ -62,12 +62,13 @@ def cell_summary(cell: dict[str, Any], folders: list[Path], out: Path | None = N
         return summarize(target, bootstrap=0, **kw)
     for name in PLOTS:  # the page lists the plots it finds: none may be left from an earlier run's settings
         (out / name).unlink(missing_ok=True)
-    s = write_summary(target, out=out, **kw)
-    page = (out / "summary.md").read_text()
-    for folder in folders:  # named as the page names them, wherever the study's folder is
-        shown = f"logs/study/{folder.resolve().parent.name}/{folder.name}"
-        page = page.replace(str(folder), shown).replace(str(folder.resolve()), shown)
-    atomic_write_bytes(out / "summary.md", page.encode())
+    # each folder named as the page names it, wherever the study's folder is (the path as given goes first:
+    # the resolved one may be a part of it)
+    shown = {}
+    for folder in folders:
+        name = f"logs/study/{folder.resolve().parent.name}/{folder.name}"
+        shown.update({str(folder): name, str(folder.resolve()): name})
+    s = write_summary(target, out=out, shown=shown, **kw)
     reports = read_reports(folders[0])
     plot_layers_with_scores(s, reports, out / "layers_with_scores.png")
     return s
@@ -121,10 +122,9 @@ def cell_markdown(cell: dict[str, Any], s: Summary, plots: Path | None = None, l
     return out
 
 
-def _shown(text: str, root: Path, preset: str) -> str:
+def _shown(text: str, preset: str) -> str:
     """A command as the page shows it: the study's folder as logs/study/<preset>, wherever it was when the
     sweep ran (XFER_HOME, another checkout) and however the page's caller names it now."""
-    text = text.replace(str(root.resolve()), f"logs/study/{preset}")
     return re.sub(r"hydra\.sweep\.dir=\S*?([^/\s]+)(?=\s|$)", rf"hydra.sweep.dir=logs/study/{preset}/\1", text)
 
 
@@ -170,7 +170,7 @@ def results_markdown(preset: str, cells: list[dict[str, Any]], root: Path, out_d
             meta = json.loads((folder / META).read_text())
             total += meta.get("wall_s", 0.0)
             lines.append(f"| `{cell['id']}` | `{folder.name}` | {meta.get('jobs', '?')} | "
-                         f"`{_shown(meta['command'], root, preset)}` | {meta.get('commit', '?')} | "
+                         f"`{_shown(meta['command'], preset)}` | {meta.get('commit', '?')} | "
                          f"{meta.get('wall_s', 0) / 60:.1f} min |")
     lines += ["", f"Wall time of the sweeps, all cells: {total / 60:.1f} min."]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 """Writing a summary to disk: the tables and the figures, into the first folder given."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from xfer.io import atomic_write_bytes
@@ -17,10 +17,12 @@ from xfer.report.transfer_check import markdown as transfer_check
 def write_summary(folders: Folders, plots: bool = True, reference: str = DEFAULT_REFERENCE,
                   keep_newest: bool = False, bootstrap: int = 2000,
                   contrasts: Sequence[str] | str | None = DEFAULT_CONTRASTS, alpha: float = DEFAULT_ALPHA,
-                  metric: str = DEFAULT_METRIC, out: Path | None = None) -> Summary:
+                  metric: str = DEFAULT_METRIC, out: Path | None = None,
+                  shown: Mapping[str, str] | None = None) -> Summary:
     """Summarize the runs under ``folders`` (one folder, or several merged: a sweep and a separate
     baseline sweep) and write summary.md, summary.csv, comparisons.csv and the plots into ``out`` (default:
-    the first folder; the sweep-end transferability reports are read from the first folder either way)."""
+    the first folder; the sweep-end transferability reports are read from the first folder either way).
+    ``shown``: folder paths as summary.md names them (path -> name), where they are not their own name."""
     first = as_folders(folders)[0]
     out = Path(first if out is None else out)
     out.mkdir(parents=True, exist_ok=True)
@@ -30,8 +32,10 @@ def write_summary(folders: Folders, plots: bool = True, reference: str = DEFAULT
     # the reports score the first folder's source trunks: check them against that folder's runs alone
     own = s if len(as_folders(folders)) == 1 else summarize(first, keep_newest=keep_newest, bootstrap=0,
                                                           contrasts=None, alpha=alpha, metric=metric)
-    atomic_write_bytes(out / "summary.md", (to_markdown(s, plots=plots) + transfer_check(own, Path(first))
-                                            + similarity.markdown(cka, plots)).encode())
+    page = to_markdown(s, plots=plots) + transfer_check(own, Path(first)) + similarity.markdown(cka, plots)
+    for path, name in (shown or {}).items():
+        page = page.replace(path, name)
+    atomic_write_bytes(out / "summary.md", page.encode())
     atomic_write_bytes(out / "summary.csv", to_csv(s).encode())
     atomic_write_bytes(out / "comparisons.csv", comparisons_csv(s).encode())
     if plots and s.groups:
