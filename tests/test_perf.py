@@ -219,6 +219,22 @@ def test_bench_refuses_an_unwritable_out_before_measuring(tmp_path):
     assert blocker.read_text() == "kept"
 
 
+def test_bench_splits_a_lightning_plain_ratio_into_training_steps_and_the_rest(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import bench
+
+    runs = {"lightning": [{"wall_s": 12.0, "train_s": 9.0}, {"wall_s": 11.0, "train_s": 9.9},
+                          {"wall_s": 13.0, "train_s": 10.0}],
+            "plain": [{"wall_s": 10.0, "train_s": 9.0}, {"wall_s": 10.0, "train_s": 9.0},
+                      {"wall_s": 10.0, "train_s": 8.0}]}
+    apart = bench.where_apart(runs)
+    assert apart["train_ratio"] == pytest.approx(1.1)  # of 1.0, 1.1 and 1.25
+    assert apart["outside_train_s"] == pytest.approx({"lightning": 3.0, "plain": 1.0})
+    [row] = bench.apart_row({"ratio": 1.2, **apart})
+    assert "| 1.100; 3.0 s vs 1.0 s |" in row
+    assert bench.apart_row({"ratio": 1.2}) == []  # figures from before the split
+
+
 def test_gpu_bench_dry_run_measures_every_section_on_the_cpu(tmp_path, monkeypatch):
     import logging
     import warnings
@@ -279,6 +295,8 @@ def test_bench_quick_measures_every_section(tmp_path):
     assert set(bench) >= {"machine", "lightning", "throughput", "data", "images", "e2e", "sweep"}
     assert all(c["images_per_s"] > 0 and c["train_images"] > 200 for c in bench["images"]["cases"].values())
     assert bench["lightning"]["ratio"] > 0 and len(bench["lightning"]["ratios"]) == 3
+    for lt in (bench["lightning"], bench["backbones"]["lightning"]):  # where the two loops differ
+        assert lt["train_ratio"] > 0 and min(lt["outside_train_s"].values()) > 0
     assert 0 < bench["throughput"]["share_of_matmul"] < 1
     bb = bench["backbones"]
     assert set(bb["sizes"]) == {"32", "64"} and bb["lightning"]["ratio"] > 0 and len(bb["lightning"]["ratios"]) == 3
