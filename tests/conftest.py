@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,6 +49,121 @@ def run_train(args: list[str], home: Path, check: bool = True, env: dict | None 
     return proc
 
 
+@contextlib.contextmanager
+def process_state_kept():
+    """On leaving, the process is as on entering: the environment (XFER_HOME, PL_GLOBAL_SEED, ...),
+    HydraConfig and GlobalHydra (cleared on entry too), torch's thread count and the random generators'
+    states, whatever a run in this process changed."""
+    import random
+
+    import numpy as np
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    saved_env, saved_hydra, saved_threads = dict(os.environ), HydraConfig.instance().cfg, torch.get_num_threads()
+    saved_rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = saved_hydra
+        GlobalHydra.instance().clear()
+        torch.set_num_threads(saved_threads)
+        random.setstate(saved_rng[0])
+        np.random.set_state(saved_rng[1])
+        torch.set_rng_state(saved_rng[2])
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
+        os.environ.update(saved_env)
+
+
+ENTRY_POINTS = {"train.py": "xfer.main", "eval.py": "xfer.evaluation", "analyze.py": "xfer.analysis.cli"}
+
+
+def run_train_in_process(args: list[str], home: Path, check: bool = True,
+                         script: str = "train.py") -> subprocess.CompletedProcess:
+    """``XFER_HOME=<home> python <script> <args>`` run by its ``main`` (``ENTRY_POINTS``) in this process, without the
+    interpreter's start-up: what ``run_train`` returns (returncode, stdout, stderr), for tests of the
+    command line that need neither a fresh process nor a second one (a sweep with the basic launcher runs
+    its jobs in one process anyway). stdout and stderr are what the program wrote to ``sys.stdout`` and
+    ``sys.stderr``, Hydra's console log included; Lightning's own console lines (bound to the real stderr
+    when it was imported) are not in them.
+
+    Records logged where pytest captures them (a script's ``logging.basicConfig`` adds no console handler
+    then) are not in stderr either: each script keeps a subprocess test of its one-line errors.
+
+    Afterwards the process is as before: sys.argv, the environment, GlobalHydra and HydraConfig, torch's
+    thread count, the random generators' states, the warnings filters, and every logger's level, handlers
+    and flags (Hydra configures logging per job)."""
+    import importlib
+    import io
+    import logging
+    import warnings
+
+    main = importlib.import_module(ENTRY_POINTS[script]).main
+    loggers = [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    saved_logging = [(lg, list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    saved_argv, saved_filters = list(sys.argv), list(warnings.filters)
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    try:
+        with process_state_kept(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            os.environ.update({"XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"})
+            sys.argv = [str(ROOT / script)]
+            try:
+                main([str(a) for a in args])
+            except SystemExit as stop:
+                code = stop.code
+    finally:
+        ours = {lg for lg, *_ in saved_logging}
+        for lg in [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]:
+            if lg not in ours:  # a logger first made by the run: as a fresh one
+                for h in list(lg.handlers):
+                    lg.removeHandler(h)
+                lg.setLevel(logging.NOTSET)
+                lg.propagate, lg.disabled = True, False
+        for lg, handlers, level, propagate, disabled in saved_logging:
+            for h in list(lg.handlers):
+                if h not in handlers:
+                    lg.removeHandler(h)
+                    h.close()
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate, lg.disabled = propagate, disabled
+        sys.argv = saved_argv
+        warnings.filters[:] = saved_filters
+    if isinstance(code, str):  # sys.exit("message"): Python prints it to stderr and exits 1
+        err.write(code + "\n")
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    proc = subprocess.CompletedProcess([script, *args], returncode, out.getvalue(), err.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_script_in_process(script: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """``python scripts/<script>.py <argv>`` by its ``main(argv)`` in this process (for tests whose subject
+    is what the script computes, not its start-up): returncode, stdout and stderr, as ``subprocess.run``."""
+    import contextlib
+    import importlib.util
+    import io
+
+    spec = importlib.util.spec_from_file_location(f"scripts_{script}", ROOT / "scripts" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = module.main([str(a) for a in argv])
+        except SystemExit as stop:  # argparse's usage errors
+            code = stop.code
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess([f"scripts/{script}.py", *argv], returncode, out.getvalue(), err.getvalue())
+
+
 class RunFailed(AssertionError):
     """An in-process run that ended where train.py would have exited non-zero (``code``)."""
 
@@ -73,12 +189,8 @@ def run_in_process(overrides: list[str], home: Path) -> dict:
     states and the root logger's level and handlers."""
     import copy
     import logging
-    import random
 
-    import numpy as np
-    import torch
     from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import _save_config, env_override
     from hydra.types import RunMode
@@ -96,14 +208,11 @@ def run_in_process(overrides: list[str], home: Path) -> dict:
     if bad:
         raise ConfigError(bad)
 
-    saved_env, saved_hydra, saved_threads = dict(os.environ), HydraConfig.instance().cfg, torch.get_num_threads()
-    saved_rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
     root = logging.getLogger()
     saved_level, handler = root.level, None
-    os.environ["XFER_HOME"] = str(home)
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        with process_state_kept(), initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+            os.environ["XFER_HOME"] = str(home)  # read when the config is composed
             cfg = compose("train", overrides=args, return_hydra_config=True)
             if cfg.hydra.mode is None:  # as Hydra.run
                 cfg.hydra.mode = RunMode.RUN
@@ -151,15 +260,6 @@ def run_in_process(overrides: list[str], home: Path) -> dict:
             root.removeHandler(handler)
             handler.close()
         root.setLevel(saved_level)
-        HydraConfig.instance().cfg = saved_hydra
-        GlobalHydra.instance().clear()
-        torch.set_num_threads(saved_threads)
-        random.setstate(saved_rng[0])
-        np.random.set_state(saved_rng[1])
-        torch.set_rng_state(saved_rng[2])
-        for key in set(os.environ) - set(saved_env):
-            del os.environ[key]
-        os.environ.update(saved_env)
 
 
 def results_files(home: Path) -> list[Path]:

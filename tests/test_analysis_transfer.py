@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK, ROOT, run_in_process
+from conftest import QUICK, ROOT, run_in_process, run_train_in_process
 
 FAST_SOURCE = ["source_stage.max_epochs=1", "source.fraction=0.4", "threads=2"]
 
 
-def analyze(args: list[str], home: Path) -> subprocess.CompletedProcess:
+def analyze(args: list[str], home: Path, in_process: bool = False) -> subprocess.CompletedProcess:
+    """``XFER_HOME=<home> python analyze.py <args>``: a process of its own, or its main in this one."""
+    if in_process:
+        return run_train_in_process(args, home, check=False, script="analyze.py")
     env = {**os.environ, "XFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(ROOT / "analyze.py"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -83,14 +86,14 @@ def test_run_folder_mode_uses_the_runs_source_trunk_and_keeps_the_run(home: Path
     assert "its source trunk is neither in the cache" in proc.stderr
 
 
-@pytest.mark.parametrize("args, words", [
-    (["bogus"], "analyze.py bogus: unknown command; allowed: transfer"),
-    (["transfer", "run=/nonexistent/run"], "run=/nonexistent/run: not a folder"),
-    (["transfer", "analysis.transfer.knn_k=0"], "analysis.transfer.knn_k=0"),
-    (["transfer", "multirun=.", "seed=1"], "with multirun= each run's own config is used"),
+@pytest.mark.parametrize("args, words, in_process", [
+    (["bogus"], "analyze.py bogus: unknown command; allowed: transfer", False),  # a real analyze.py process
+    (["transfer", "run=/nonexistent/run"], "run=/nonexistent/run: not a folder", True),
+    (["transfer", "analysis.transfer.knn_k=0"], "analysis.transfer.knn_k=0", True),
+    (["transfer", "multirun=.", "seed=1"], "with multirun= each run's own config is used", True),
 ])
-def test_bad_input_is_one_line_exit_2(home: Path, args: list[str], words: str):
-    proc = analyze(args, home)
+def test_bad_input_is_one_line_exit_2(home: Path, args: list[str], words: str, in_process: bool):
+    proc = analyze(args, home, in_process)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], lines
@@ -99,12 +102,12 @@ def test_bad_input_is_one_line_exit_2(home: Path, args: list[str], words: str):
 def test_a_run_folder_it_cannot_use_is_one_line(home: Path):
     empty = home / "not_a_run"
     empty.mkdir()
-    proc = analyze(["transfer", f"run={empty}"], home)
+    proc = analyze(["transfer", f"run={empty}"], home, in_process=True)
     assert proc.returncode == 2 and "no .hydra/config.yaml there" in proc.stderr
     (empty / ".hydra").mkdir()
     (empty / ".hydra" / "config.yaml").write_text("name: x\n")
     (empty / "results.json").write_text(json.dumps({"status": "failed"}))
-    proc = analyze(["transfer", f"run={empty}"], home)
+    proc = analyze(["transfer", f"run={empty}"], home, in_process=True)
     assert proc.returncode == 2 and "its status is 'failed'" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 

@@ -26,7 +26,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import QUICK, ROOT, RunFailed, choice_overrides, load_results, results_files, run_in_process, run_train
+from conftest import (QUICK, ROOT, RunFailed, choice_overrides, load_results, results_files, run_in_process, run_train,
+                      run_train_in_process)
 from xfer.argv import CONF_DIR
 from xfer.schema import ConfigError, validate
 
@@ -189,7 +190,7 @@ def test_a_typo_inside_an_experiment_file_is_a_one_line_error(tmp_path: Path):
                  marks=pytest.mark.slow),  # test_pipeline checks the same error fast
 ])
 def test_bad_config_exits_2_with_one_line_before_anything_trains(home: Path, args: list[str], needles: list[str]):
-    proc = run_train(["experiment=img2txt", *QUICK, *args], home, check=False)
+    proc = run_train_in_process(["experiment=img2txt", *QUICK, *args], home, check=False)
     _one_line_error(proc, *needles, code=2)
     assert "source stage: training" not in proc.stdout + proc.stderr
     assert not (home / "cache").exists()
@@ -350,7 +351,8 @@ def test_a_crafted_pickle_is_refused_without_running_it(tmp_path: Path, torch_fo
 def test_train_refuses_a_crafted_checkpoint(home: Path, tmp_path: Path):
     marker = tmp_path / "pwned"
     _crafted_pickle(tmp_path / "evil.ckpt", marker)
-    proc = run_train(["experiment=img2txt", *QUICK, f"ckpt_path={tmp_path / 'evil.ckpt'}"], home, check=False)
+    proc = run_train_in_process(["experiment=img2txt", *QUICK, f"ckpt_path={tmp_path / 'evil.ckpt'}"], home,
+                                check=False)
     _one_line_error(proc, "evil.ckpt is not a safe checkpoint", "refusing to load it", code=2)
     assert not marker.exists()
     assert "source stage: training" not in proc.stdout + proc.stderr
@@ -428,14 +430,14 @@ def test_a_cached_trunk_that_does_not_fit_is_one_line():
 
 def test_eval_of_a_checkpoint_that_does_not_fit_is_one_line(home: Path, tmp_path: Path, reference_run: Path):
     _lightning_like_ckpt(tmp_path / "three.ckpt", [32, 64, 128])
-    proc = run_train([f"ckpt_path={tmp_path / 'three.ckpt'}", f"config={reference_run}/.hydra/config.yaml"],
-                     home, check=False, script="eval.py")
+    proc = run_train_in_process([f"ckpt_path={tmp_path / 'three.ckpt'}", f"config={reference_run}/.hydra/config.yaml"],
+                                home, check=False, script="eval.py")
     _one_line_error(proc, "three.ckpt does not fit", "3 trunk blocks", code=2)
 
 
 # -- NaN -------------------------------------------------------------------------------------------
 def test_a_nan_loss_stops_a_run_with_one_line(home: Path):
-    proc = run_train(["experiment=img2txt", *QUICK, "optim.lr=1e30"], home, check=False)
+    proc = run_train_in_process(["experiment=img2txt", *QUICK, "optim.lr=1e30"], home, check=False)
     _one_line_error(proc, "non-finite training loss", "lower the learning rate", code=1)
     [path] = results_files(home)
     failed = load_results(path)
@@ -457,8 +459,8 @@ def test_a_nan_loss_fails_only_its_job_in_a_sweep(home: Path):
 def test_eval_reproduces_the_runs_test_accuracy(reference_run: Path, shared_home: Path, tmp_path: Path):
     before = _hashes(reference_run)
     out = tmp_path / "eval.json"
-    proc = run_train([f"ckpt_path={reference_run}/checkpoints/target/best.ckpt", f"out={out}", "threads=1"],
-                     shared_home, script="eval.py")
+    proc = run_train_in_process([f"ckpt_path={reference_run}/checkpoints/target/best.ckpt", f"out={out}",
+                                 "threads=1"], shared_home, script="eval.py")
     assert "test acc" in proc.stdout
     evaluated = json.loads(out.read_text())
     recorded = load_results(reference_run / "results.json")["target"]["test"]
@@ -469,13 +471,13 @@ def test_eval_reproduces_the_runs_test_accuracy(reference_run: Path, shared_home
     assert _hashes(reference_run) == before  # eval writes nothing into the run folder
 
 
-@pytest.mark.parametrize("args,needles", [
-    (["ckpt_path=/no/such/best.ckpt"], ["/no/such/best.ckpt: no such checkpoint file"]),
-    (["checkpoint=x.ckpt"], ["checkpoint=x.ckpt: not an option", "ckpt_path=..."]),
-    ([], ["ckpt_path=<run>/checkpoints/target/best.ckpt is required"]),
-])
-def test_eval_bad_input_is_one_line(home: Path, args: list[str], needles: list[str]):
-    proc = run_train(args, home, check=False, script="eval.py")
+@pytest.mark.parametrize("args,needles,runner", [
+    (["ckpt_path=/no/such/best.ckpt"], ["/no/such/best.ckpt: no such checkpoint file"], run_train_in_process),
+    (["checkpoint=x.ckpt"], ["checkpoint=x.ckpt: not an option", "ckpt_path=..."], run_train_in_process),
+    ([], ["ckpt_path=<run>/checkpoints/target/best.ckpt is required"], run_train),  # a real eval.py process
+], ids=["no_such_file", "unknown_option", "nothing"])
+def test_eval_bad_input_is_one_line(home: Path, args: list[str], needles: list[str], runner):
+    proc = runner(args, home, check=False, script="eval.py")
     _one_line_error(proc, *needles, code=2)
 
 

@@ -177,7 +177,9 @@ def test_the_target_adapter_starts_from_the_source_adapter_or_says_why_not():
 
 
 def test_img2txt_render_runs_one_batch_of_each_stage(home: Path):
-    r = run_in_process(["experiment=img2txt_render", *QUICK, "target.fraction=0.05", "trainer.fast_dev_run=true"], home)
+    # small val and test splits: every snippet of them is drawn, even for one batch
+    r = run_in_process(["experiment=img2txt_render", *QUICK, "target.fraction=0.05", "target.val_fraction=0.03",
+                        "target.test_fraction=0.03", "trainer.fast_dev_run=true"], home)
     assert r["status"] == "ok" and r["target"]["dataset"] == "rt_sentiment_render"
     assert r["source"]["dataset"] == "mnist5k"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK, load_results, results_files, run_train
+from conftest import QUICK, load_results, results_files, run_train, run_train_in_process
 from xfer.report import summarize, write_summary
 
 
@@ -18,8 +18,8 @@ def sweep_dirs(home: Path) -> list[Path]:
 
 
 def test_multirun_summary_matches_jobs_and_source_runs_once_per_seed(home: Path):
-    proc = run_train(["-m", "experiment=img2txt", "strategy=scratch,linear_probe,finetune", "seed=0,1",
-                      *QUICK], home)
+    proc = run_train_in_process(["-m", "experiment=img2txt", "strategy=scratch,linear_probe,finetune", "seed=0,1",
+                                 *QUICK], home)
     [sweep] = sweep_dirs(home)
     runs = [load_results(p) for p in results_files(home)]
     assert len(runs) == 6 and all(r["status"] == "ok" for r in runs)
@@ -52,6 +52,8 @@ def test_multirun_summary_matches_jobs_and_source_runs_once_per_seed(home: Path)
     assert "| linear_probe (n=2) | 0.1 | 1.00 | 1.00 | 1.00 | 1.00 |" in md
     assert "| finetune (1 pair) | 0.1 |" in md and "(n/a: source mnist5k is image" in md
     assert (sweep / "similarity.png").stat().st_size > 1000
+    # each seed's source trunk scored per depth before the summary (summarize.transfer_scores)
+    assert sorted(p.name for p in (sweep / "transfer").iterdir()) == ["seed0", "seed1"]
 
     # the summarizer works on a partial sweep folder, and names what is missing
     partial = home / "partial"
@@ -65,8 +67,8 @@ def test_multirun_summary_matches_jobs_and_source_runs_once_per_seed(home: Path)
 
 
 def test_a_failing_job_is_reported_and_the_others_finish(home: Path):
-    proc = run_train(["-m", "experiment=img2txt", "strategy=scratch", "target.fraction=0.1,0", "seed=0",
-                      *[q for q in QUICK if not q.startswith("target.fraction")]], home, check=False)
+    proc = run_train_in_process(["-m", "experiment=img2txt", "strategy=scratch", "target.fraction=0.1,0", "seed=0",
+                                 *[q for q in QUICK if not q.startswith("target.fraction")]], home, check=False)
     # the sweep finishes its other jobs, then exits 1 with one line, so no script takes it for a success
     assert proc.returncode == 1
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
