@@ -176,6 +176,10 @@ def test_a_glob_over_a_config_group_sweeps_every_choice_and_one_that_matches_non
     # img2txt_render draws all of its val and test snippets even for one batch (30 s): test_render runs its
     # one batch of each stage on its own
     skipped = [*online, "img2txt_render"]
+    from xfer.data import readers_image
+
+    if not readers_image.DEBIAN_FASHION.is_dir():  # its source data: apt-get install dataset-fashion-mnist
+        skipped.append("img2img_fashion")
     experiments = [e for e in config_groups()["experiment"] if e not in skipped]
     run_train_in_process(["-m", f"experiment=glob(*,exclude=[{','.join(skipped)}])", "trainer.fast_dev_run=true",
                           "trainer.enable_progress_bar=false", "threads=1", "source.fraction=0.2",
