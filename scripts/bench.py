@@ -415,7 +415,7 @@ RSS_NOW = ("import re; print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/sta
 
 
 def _child(code: str, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall time of ``python -c code`` in a fresh process, and the MiB it printed last (in KiB)."""
+    """Wall time of ``python -c code`` in a fresh process, and the number it printed last (KiB) in MiB."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **(env or {})},
                           capture_output=True, text=True)
