@@ -73,7 +73,8 @@ def test_scratch_has_no_source_stage(home: Path):
     printed = "\n".join(summary_lines(run_in_process(["experiment=img2txt", "strategy=scratch", *QUICK], home)))
     r = load_results(results_files(home)[0])
     assert r["source"] is None and "trunk starts random" in printed
-    assert not (home / "cache").exists()
+    assert not (home / "cache" / "trunks").exists()  # no trunk trained (the target's read cache is there)
+    assert [p.name for p in (home / "cache").iterdir()] == ["read"]
 
 
 def test_frozen_random_runs_without_a_source_stage(home: Path):
@@ -83,7 +84,7 @@ def test_frozen_random_runs_without_a_source_stage(home: Path):
     assert r["status"] == "ok" and r["strategy"]["name"] == "frozen_random"
     assert r["source"] is None and r["source_norm_stats"] == "mnist5k"
     assert "random trunk, frozen; its BatchNorm statistics from mnist5k" in printed
-    assert not (home / "cache").exists()  # nothing trained on the source
+    assert not (home / "cache" / "trunks").exists()  # nothing trained on the source
     trunk_params = r["params"]["total"] - r["params"]["trainable"]
     assert trunk_params > 0  # the trunk is frozen
 

@@ -75,6 +75,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "dataset": cfg.target.name, "test": target.test, "best_val": best_val, "best_val_from": best_val_from,
             "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),
             "dropped": target_dm.dropped, "groups": target_dm.group_counts,
+            "read_from": target_dm.read_from,  # "cache": the reader's output kept by an earlier run (read_cache)
             "rendering": target_dm.rendering,  # text as pixels: what was cut, what had no glyph
             "drift": drift.summary() if drift is not None and drift.history else None,
             "similarity": cka,

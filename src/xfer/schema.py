@@ -244,6 +244,7 @@ DATA: dict[str, Rule] = {
     "on_device": either(BOOL, choice("auto")),
     "on_device_limit_mb": number(gt=0),
     "pin_memory": BOOL,
+    "read_cache_dir": STRING.or_null(),
     "max_len": integer(1),
     "vocab_size": integer(3),
     "min_frequency": integer(1),

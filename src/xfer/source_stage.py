@@ -18,7 +18,7 @@ from xfer.stage import fit_and_test
 log = logging.getLogger(__name__)
 
 # data-module settings that do not change what the source stage learns
-_NOT_SHAPING = ("num_workers", "eval_batch_size", "on_device", "on_device_limit_mb", "pin_memory")
+_NOT_SHAPING = ("num_workers", "eval_batch_size", "on_device", "on_device_limit_mb", "pin_memory", "read_cache_dir")
 # reader settings that change how, not what, it reads (a lazy read serves the in-memory batches, bit for bit)
 _NOT_SHAPING_READER = ("in_memory", "in_memory_limit_mb")
 # Trainer settings that shape the source stage's weights; at their defaults (1 or 1.0) they are left out

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
-from xfer.data import readers
+from xfer.data import read_cache, readers
 from xfer.data.raw import Raw
 from xfer.data.readers import Reader
 from xfer.data.spec import SPLITS, DataSpec
@@ -85,7 +86,7 @@ class SplitDataModule(pl.LightningDataModule):
                  fraction: float = 1.0, samples_per_class: int | None = None, batch_size: int = 64,
                  eval_batch_size: int = 512, num_workers: int = 0, seed: int = 0,
                  group_column: str | None = None, on_device: bool | str = "auto",
-                 on_device_limit_mb: float = 2048, pin_memory: bool = True):
+                 on_device_limit_mb: float = 2048, pin_memory: bool = True, read_cache_dir: str | None = None):
         super().__init__()
         if on_device not in (True, False, "auto"):
             raise DataError(f"{name}.on_device={on_device!r}; allowed: auto, true or false")
@@ -123,6 +124,8 @@ class SplitDataModule(pl.LightningDataModule):
         self.group_counts: dict[str, int] | None = None  # split -> number of groups, when grouped
         self._spec: DataSpec | None = None
         self.decode = None  # the reader's file decoder, when it read lazily (``Raw.decode``)
+        self.read_cache_dir = Path(read_cache_dir).expanduser() if read_cache_dir else None
+        self.read_from: str | None = None  # after setup: "cache" (read_cache), else "files"
 
     # -- to be provided by subclasses ------------------------------------------------------
     def encode(self, items: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -187,8 +190,7 @@ class SplitDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        raw = self.reader(**{k: getattr(self, k) for k in self.handed_to_reader
-                             if readers.takes(self.reader, k)})
+        raw = self._read()
         self.dropped = dict(raw.dropped)
         self.decode = raw.decode
         split_items, split_labels = self._split(raw)
@@ -197,6 +199,19 @@ class SplitDataModule(pl.LightningDataModule):
             self.datasets[s] = self.dataset(encoded[s], torch.as_tensor(split_labels[s]))
         self._spec = DataSpec(name=self.name, modality=self.modality, num_classes=len(self.class_names),
                               class_names=tuple(self.class_names), **self.spec_fields())
+
+    def _read(self) -> Raw:
+        """The reader's ``Raw``: from the read cache when it holds this reader's output for unchanged files."""
+        handed = {k: getattr(self, k) for k in self.handed_to_reader if readers.takes(self.reader, k)}
+        entry = None if self.read_cache_dir is None else read_cache.entry(self.read_cache_dir, self.name,
+                                                                          self.reader, handed)
+        raw = None if entry is None else read_cache.load(entry)
+        self.read_from = "files" if raw is None else "cache"
+        if raw is None:
+            raw = self.reader(**handed)
+            if entry is not None:
+                read_cache.store(entry, raw)
+        return raw
 
     def _split(self, raw: Raw) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         names = raw.class_names

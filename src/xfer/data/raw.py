@@ -32,6 +32,8 @@ class Raw:
     groups: dict[str, np.ndarray] | None = None
     # images read lazily: the splits hold file names (lists of str) and this turns one into uint8 [C, H, W]
     decode: Callable[[str], np.ndarray] | None = None
+    # the files the reader read: with them, a text reader's output is kept between runs (``read_cache``)
+    sources: list[str] = field(default_factory=list)
 
 
 def label_order(values: Any) -> list[str]:

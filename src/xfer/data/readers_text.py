@@ -137,8 +137,10 @@ def _tables_to_raw(files: dict[str, Path], dataset: str, text: Columns, label: C
         blank += int(empty_rows.sum())
         frames[split], touched = text_frame(table[~empty_rows], text, label, file, dataset, bad, group)
         replaced += touched
-    return texts_to_raw(frames, "text", "label", dataset, class_names,
-                        {"blank_row": blank, "replaced_non_utf8": replaced}, None if group is None else "group")
+    raw = texts_to_raw(frames, "text", "label", dataset, class_names,
+                       {"blank_row": blank, "replaced_non_utf8": replaced}, None if group is None else "group")
+    raw.sources = [str(f) for f in files.values()]
+    return raw
 
 
 # -- offline corpora ---------------------------------------------------------------------------
@@ -158,7 +160,7 @@ def read_rt_sentiment(path: str | None = None, group_column: str | None = None) 
     frame, dropped = clean_texts(frame, "text", "category", "rt_sentiment")
     labels, names = encode_labels(frame["category"], ["rotten", "fresh"], "rt_sentiment")
     groups = None if group_column is None else {"train": group_ids(frame[group_column])}
-    return Raw({"train": (frame["text"].tolist(), labels)}, names, dropped, groups)
+    return Raw({"train": (frame["text"].tolist(), labels)}, names, dropped, groups, sources=[str(file)])
 
 
 def _orange(dataset: str, path: str | None) -> Raw:
@@ -277,11 +279,14 @@ def read_jsonl(path: str | None = None, text_column: Columns = "text", label_col
     ``group_column``: a key of group ids that no two splits share."""
     hint = "set target.reader.path=<a .jsonl file or a folder with train.jsonl and optionally test.jsonl>"
     frames, counts = {}, {"bad_json_line": 0, "replaced_non_utf8": 0}
-    for split, file in split_files(path, "jsonl", "jsonl", hint).items():
+    files = split_files(path, "jsonl", "jsonl", hint)
+    for split, file in files.items():
         frames[split], c = _jsonl_frame(file, text_column, label_column, encoding, group_column)
         counts = {k: counts[k] + c[k] for k in counts}
-    return texts_to_raw(frames, "text", "label", "jsonl", class_names, counts,
-                        None if group_column is None else "group")
+    raw = texts_to_raw(frames, "text", "label", "jsonl", class_names, counts,
+                       None if group_column is None else "group")
+    raw.sources = [str(f) for f in files.values()]
+    return raw
 
 
 # -- Hugging Face datasets ---------------------------------------------------------------------
