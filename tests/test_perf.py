@@ -396,7 +396,7 @@ def test_a_run_does_not_pay_for_torchmetrics_it_does_not_use_and_gets_the_real_p
     is read, torchmetrics is what a plain import gives: the same public names, the same classes, one
     logging handler."""
     code = ("import sys, json, xfer.pipeline, pytorch_lightning, xfer.lazy_metrics as lm; "
-            "heavy = [m for m in ('torchmetrics.functional', 'scipy.signal', 'torchvision') if m in sys.modules]; "
+            "heavy = [m for m in ('torchmetrics.functional', 'scipy.signal', 'torchvision', 'matplotlib') if m in sys.modules]; "
             "loaded = lm.loaded(); import torchmetrics, torchmetrics.metric; "
             "same = torchmetrics.Metric is torchmetrics.metric.Metric; "
             "acc = torchmetrics.classification.MulticlassAccuracy(num_classes=3); "
@@ -407,7 +407,52 @@ def test_a_run_does_not_pay_for_torchmetrics_it_does_not_use_and_gets_the_real_p
     lazy = json.loads(_python(code).splitlines()[-1])
     eager = json.loads(_python(code, XFER_EAGER_TORCHMETRICS="1").splitlines()[-1])
     assert lazy["heavy"] == [] and lazy["loaded_at_start"] is False
-    assert set(eager["heavy"]) >= {"torchmetrics.functional", "scipy.signal"} and eager["loaded_at_start"] is True
+    assert set(eager["heavy"]) >= {"torchmetrics.functional", "scipy.signal", "matplotlib"} and eager["loaded_at_start"] is True
     assert lazy["loaded_now"] is True and lazy["same"] is True and lazy["acc"] == eager["acc"] == pytest.approx(5 / 6)  # macro: 1, 1, 1/2
     assert lazy["names"] == eager["names"] and len(lazy["names"]) > 50
     assert lazy["handlers"] == eager["handlers"] == 1 and lazy["version"] == eager["version"]
+
+
+PLOTS = """
+import sys, json, xfer.pipeline, pytorch_lightning
+at_start = 'matplotlib' in sys.modules
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.utilities.plot import trim_axs, _AX_TYPE
+plt.rcParams['lines.linewidth'] = 7.0  # the plot functions draw in matplotlib's default style, whatever is set
+acc = MulticlassAccuracy(3)
+values = []
+for pred in ([0, 1, 2, 2], [0, 1, 1, 2], [2, 1, 1, 0]):
+    acc.update(torch.tensor(pred), torch.tensor([0, 1, 1, 2])); values.append(acc.compute())
+fig, ax = acc.plot(values)
+line = ax.get_lines()[0]
+cm = MulticlassConfusionMatrix(3); cm.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
+_, cm_ax = cm.plot()
+col = MetricCollection([MulticlassAccuracy(3), MulticlassF1Score(3)])
+col.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
+_, both = plt.subplots(1, 2)
+out = col.plot(ax=list(both))
+grid = trim_axs(plt.subplots(2, 2)[1], 3)
+print(json.dumps({'at_start': at_start, 'y': [float(v) for v in line.get_ydata()], 'width': line.get_linewidth(),
+                  'cm': [t.get_text() for t in cm_ax.texts], 'labels': [cm_ax.get_xlabel(), cm_ax.get_ylabel()],
+                  'collection': len(out), 'trimmed': len(grid), 'checks': [isinstance(ax, _AX_TYPE), isinstance(grid, _AX_TYPE)],
+                  'rc_after': plt.rcParams['lines.linewidth']}))
+"""
+
+
+def test_torchmetrics_plots_import_matplotlib_when_drawn_and_draw_what_an_eager_import_draws():
+    """torchmetrics.metric imports torchmetrics.utilities.plot, which imports matplotlib (~0.4 s, ~30 MiB);
+    xfer has it bind matplotlib lazily. Its plots are those of a plain import: the values, the style it
+    draws in, its isinstance checks on Axes, the confusion matrix's cells."""
+    lazy = json.loads(_python(PLOTS).splitlines()[-1])
+    eager = json.loads(_python(PLOTS, XFER_EAGER_TORCHMETRICS="1").splitlines()[-1])
+    assert lazy.pop("at_start") is False and eager.pop("at_start") is True
+    assert lazy == eager
+    assert lazy["width"] == 1.5 and lazy["rc_after"] == 7.0  # drawn in the default style; the user's setting back after
+    assert lazy["checks"] == [True, False] and lazy["trimmed"] == 3 and lazy["collection"] == 2
+    assert len(lazy["cm"]) == 9 and len(lazy["y"]) == 3

@@ -8,11 +8,19 @@ usual (``torchmetrics.metric``, ``torchmetrics.classification``), the three name
 from them, and the first access to any other top-level name runs the real ``__init__`` into the same
 module object, after which torchmetrics is exactly what a plain import gives.
 
-``XFER_EAGER_TORCHMETRICS=1`` turns this off (a plain import).
+``torchmetrics.metric`` imports ``torchmetrics.utilities.plot``, which imports matplotlib and pyplot
+(~0.4 s, ~30 MiB) for ``Metric.plot``. ``install()`` also has that module load with its matplotlib
+names bound to stand-ins that import matplotlib on first use (``plt``, ``matplotlib``, the ``Axes``
+type its isinstance checks read, the style decorator): the rest of its code runs as written.
+
+``XFER_EAGER_TORCHMETRICS=1`` turns both off (a plain import).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -67,6 +75,7 @@ def load(module: types.ModuleType) -> None:
 
 def install() -> bool:
     """Register the deferred ``torchmetrics``; False where it is already imported, absent, or turned off."""
+    install_plot()
     if "torchmetrics" in sys.modules or os.environ.get("XFER_EAGER_TORCHMETRICS") == "1":
         return False
     spec = importlib.util.find_spec("torchmetrics")
@@ -93,6 +102,119 @@ def install() -> bool:
     except BaseException:
         del sys.modules[spec.name]
         raise
+    return True
+
+
+# -- torchmetrics.utilities.plot without matplotlib until a plot is drawn ------------------------------
+PLOT = "torchmetrics.utilities.plot"
+# its matplotlib block, as torchmetrics writes it; the lines after are its fallback for no matplotlib
+_MPL_BLOCK = """if _MATPLOTLIB_AVAILABLE:
+    import matplotlib
+    import matplotlib.axes
+    import matplotlib.pyplot as plt
+
+    _PLOT_OUT_TYPE = tuple[plt.Figure, Union[matplotlib.axes.Axes, np.ndarray]]
+    _AX_TYPE = matplotlib.axes.Axes
+    _CMAP_TYPE = Union[matplotlib.colors.Colormap, str]
+
+    style_change = plt.style.context
+else:"""
+_MPL_DEFERRED = """if _MATPLOTLIB_AVAILABLE:  # xfer.lazy_metrics: matplotlib is imported when a plot is drawn
+    from xfer.lazy_metrics import Pyplot as _Pyplot, Matplotlib as _Matplotlib, Axes as _Axes, Style as _Style
+    matplotlib, plt = _Matplotlib("matplotlib"), _Pyplot("matplotlib.pyplot")
+    _PLOT_OUT_TYPE = tuple[object, object]
+    _AX_TYPE = _Axes
+    _CMAP_TYPE = object
+
+    style_change = _Style
+else:"""
+
+
+class Matplotlib:
+    """A module's stand-in: its attributes are the module's, imported (with pyplot) on first use."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        importlib.import_module("matplotlib.pyplot")  # as the block replaced: matplotlib.axes, pyplot and all
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<{self._name}, imported on first use (xfer.lazy_metrics)>"
+
+
+class Pyplot(Matplotlib):
+    pass
+
+
+class _AxesCheck(type):
+    @staticmethod
+    def _real() -> type:
+        return importlib.import_module("matplotlib.axes").Axes
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, cls._real())
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return issubclass(sub, cls._real())
+
+
+class Axes(metaclass=_AxesCheck):
+    """``matplotlib.axes.Axes`` to ``isinstance``: matplotlib is imported at the first check."""
+
+
+class Style(contextlib.ContextDecorator):
+    """``plt.style.context(...)`` as a decorator or a with block, made when the block is entered."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._args, self._kwargs = args, kwargs
+        self._entered: list[Any] = []
+
+    def _recreate_cm(self) -> "Style":
+        return Style(*self._args, **self._kwargs)
+
+    def __enter__(self) -> Any:
+        cm = importlib.import_module("matplotlib.pyplot").style.context(*self._args, **self._kwargs)
+        self._entered.append(cm)
+        return cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._entered.pop().__exit__(*exc)
+
+
+class _PlotLoader(importlib.machinery.SourceFileLoader):
+    """Loads torchmetrics.utilities.plot from its own file with the matplotlib block deferred."""
+
+    def get_code(self, fullname: str) -> Any:
+        source = self.get_data(self.path).decode("utf-8")
+        return compile(source.replace(_MPL_BLOCK, _MPL_DEFERRED, 1), self.path, "exec")
+
+
+class _PlotFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != PLOT:
+            return None
+        sys.meta_path.remove(self)  # once: the next finder gives the file
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader) or not spec.origin:
+            return spec
+        try:
+            with open(spec.origin, encoding="utf-8") as f:
+                if _MPL_BLOCK not in f.read():  # another torchmetrics: a plain import
+                    return spec
+        except OSError:
+            return spec
+        return importlib.util.spec_from_file_location(fullname, spec.origin,
+                                                      loader=_PlotLoader(fullname, spec.origin))
+
+
+def install_plot() -> bool:
+    """Have ``torchmetrics.utilities.plot`` defer matplotlib; False where it is imported or turned off."""
+    if PLOT in sys.modules or os.environ.get("XFER_EAGER_TORCHMETRICS") == "1":
+        return False
+    if not any(isinstance(f, _PlotFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PlotFinder())
     return True
 
 
