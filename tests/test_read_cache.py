@@ -195,6 +195,10 @@ def test_every_text_reader_with_files_names_them(tmp_path):
     csv_file = tmp_path / "reviews.csv"
     write_csv(csv_file)
     assert readers_text.read_csv_text(str(csv_file)).sources == [str(csv_file)]
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    write_csv(folder / "train.csv")
+    assert readers_text.read_csv_text(str(folder)).sources == [str(folder / "train.csv"), str(folder)]
 
 
 def test_a_warm_text_run_does_not_import_pandas(tmp_path):
@@ -215,3 +219,23 @@ def test_the_default_text_configs_keep_the_cache_under_the_root(tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", "experiment=img2txt"])
     assert cfg.target.read_cache_dir == f"{tmp_path}/cache/read"
+
+
+def test_a_file_added_to_the_folder_is_read_again(tmp_path):
+    folder, cache = tmp_path / "reviews", tmp_path / "cache"
+    folder.mkdir()
+    write_csv(folder / "train.csv")
+    write_csv(folder / "test.csv", rows=20, word="other")
+    def ungrouped() -> TextDataModule:
+        return TextDataModule("csv", reader=functools.partial(readers_text.read_csv_text, path=str(folder)),
+                              max_len=8, read_cache_dir=str(cache))
+
+    ungrouped().setup()
+    assert ungrouped().read_from is None
+    warm = ungrouped()
+    warm.setup()
+    assert warm.read_from == "cache"
+    write_csv(folder / "val.csv", rows=10, word="third")  # the reader now finds a val split of its own
+    again = ungrouped()
+    again.setup()
+    assert again.read_from == "files" and again.sizes()["val"] == 10

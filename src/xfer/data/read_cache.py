@@ -7,9 +7,9 @@ the same each time. The data module asks ``load`` first and ``store``s what the 
 An entry is one JSON file, ``<dir>/<data set>_<key>.json``. The key hashes what decides the output
 other than the files' bytes: the reader and its arguments, the settings handed to it (``group_column``),
 the source code of the reader's module and of ``xfer.data.raw``, and pandas' version. The entry lists
-the files the reader read (``Raw.sources``) with their size and modification time; a file that has
-changed since, or gone, makes the entry stale, and the reader runs again and replaces it. Only readers
-that name their files, and only texts (lists of str), are cached: images, lazily decoded files and
+the files the reader read (``Raw.sources``; a reader given a folder lists the folder too, so a split
+file added to it is seen) with their size and modification time; one that has changed since or gone
+makes the entry stale, and the reader runs again and replaces it. Only readers that name their files, and only texts (lists of str), are cached: images, lazily decoded files and
 Hugging Face datasets are read as before. A torn or foreign entry is read again from the files; a
 full disk while storing costs the cache, not the run (a warning).
 """
@@ -33,7 +33,7 @@ from xfer.data.readers import Reader
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when the entry's layout changes
+VERSION = 2  # bump when the entry's layout changes
 
 
 def _stat(path: str | os.PathLike) -> list[Any]:
@@ -99,7 +99,7 @@ def load(path: Path) -> Raw | None:
         if groups and set(groups) != set(splits):
             raise ValueError("groups for some splits only")
         return Raw(splits, list(data["class_names"]), dict(data["dropped"]), groups or None,
-                   sources=[s[0] for s in data["sources"]])
+                   sources=list(data["files"]))
     except (OSError, ValueError, KeyError, TypeError) as err:  # torn, foreign or hand-edited: read the files
         log.warning("read cache %s is unreadable (%s): reading the data again", path, err)
         return None
@@ -114,7 +114,7 @@ def store(path: Path, raw: Raw) -> bool:
         return False
     try:
         sources = [_stat(s) for s in raw.sources]
-        data = {"version": VERSION, "sources": sources, "class_names": list(raw.class_names),
+        data = {"version": VERSION, "sources": sources, "files": [str(s) for s in raw.sources], "class_names": list(raw.class_names),
                 "dropped": {k: int(v) for k, v in raw.dropped.items()},
                 "splits": {s: {"items": items, "labels": np.asarray(labels).astype(np.int64).tolist(),
                                "groups": None if raw.groups is None else [str(g) for g in raw.groups[s]]}

@@ -85,6 +85,13 @@ def split_files(path: str | None, dataset: str, kind: str, hint: str) -> dict[st
     return found
 
 
+def listed(path: str | None, files: dict[str, Path]) -> list[str]:
+    """What a reader read, for the read cache: its files, and the folder it looked in when given one (a
+    split file added to the folder later changes the folder's modification time)."""
+    folder = Path(path).expanduser() if path else None
+    return [str(f) for f in files.values()] + ([str(folder)] if folder is not None and folder.is_dir() else [])
+
+
 def parse_table(text: str, file: Path, dataset: str, **options: Any) -> pd.DataFrame:
     """Every cell as a string ("" when absent); quoted fields may hold separators, quotes, newlines."""
     import pandas as pd
@@ -209,6 +216,7 @@ def _classic(dataset: str, path: str | None, encoding: str, class_names: list[st
     files = split_files(path, dataset, "csv", hint)
     raw = _tables_to_raw(files, dataset, list(range(1, 1 + n_text)), 0, encoding,
                          [str(i) for i in range(1, len(names) + 1)], header=None)
+    raw.sources = listed(path, files)
     raw.splits = {s: ([t.replace("\\n", " ") for t in x], y) for s, (x, y) in raw.splits.items()}
     raw.class_names = names
     return raw
@@ -240,8 +248,10 @@ def read_csv_text(path: str | None = None, text_column: Columns = "text", label_
     hint = "set target.reader.path=<a .csv file or a folder with train.csv and optionally test.csv>"
     files = split_files(path, "csv", "csv", hint)
     sep = {"tab": "\t", "\\t": "\t"}.get(sep, sep)  # a tab is hard to type on a command line
-    return _tables_to_raw(files, "csv", text_column, label_column, encoding, class_names, group_column,
-                          sep=sep, header=0 if header else None)
+    raw = _tables_to_raw(files, "csv", text_column, label_column, encoding, class_names, group_column,
+                         sep=sep, header=0 if header else None)
+    raw.sources = listed(path, files)
+    return raw
 
 
 def _jsonl_frame(file: Path, text: Columns, label: Columns, encoding: str,
@@ -285,7 +295,7 @@ def read_jsonl(path: str | None = None, text_column: Columns = "text", label_col
         counts = {k: counts[k] + c[k] for k in counts}
     raw = texts_to_raw(frames, "text", "label", "jsonl", class_names, counts,
                        None if group_column is None else "group")
-    raw.sources = [str(f) for f in files.values()]
+    raw.sources = listed(path, files)
     return raw
 
 
