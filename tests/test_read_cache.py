@@ -239,3 +239,30 @@ def test_a_file_added_to_the_folder_is_read_again(tmp_path):
     again = ungrouped()
     again.setup()
     assert again.read_from == "files" and again.sizes()["val"] == 10
+
+
+def test_a_relative_path_from_another_folder_is_another_file(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    for name, rows in (("one", 40), ("two", 70)):
+        (tmp_path / name).mkdir()
+        write_csv(tmp_path / name / "reviews.csv", rows=rows, word=name)
+    sizes = []
+    for name in ("one", "two"):
+        monkeypatch.chdir(tmp_path / name)
+        dm = TextDataModule("csv", reader=functools.partial(readers_text.read_csv_text, path="reviews.csv"),
+                            max_len=8, read_cache_dir=str(cache))
+        dm.setup()
+        sizes.append((dm.read_from, sum(dm.sizes().values())))
+    assert sizes == [("files", 40), ("files", 70)]
+
+
+@pytest.mark.parametrize("content", [b"[]", b"3", b'{"version": 2, "files": [], "sources": [], "splits": 5}'])
+def test_an_entry_of_another_shape_is_read_from_the_files(tmp_path, content):
+    file, cache = tmp_path / "reviews.csv", tmp_path / "cache"
+    write_csv(file)
+    csv_module(file, cache).setup()
+    (entry,) = cache.glob("*.json")
+    entry.write_bytes(content)
+    again = csv_module(file, cache)
+    again.setup()
+    assert again.read_from == "files"

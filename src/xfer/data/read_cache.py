@@ -44,7 +44,11 @@ def _stat(path: str | os.PathLike) -> list[Any]:
 def _code(reader: Reader) -> str:
     """sha256 of the source files the reader's output depends on."""
     digest = hashlib.sha256()
-    for module_file in (inspect.getsourcefile(readers.function(reader)), raw_module.__file__):
+    try:
+        own = inspect.getsourcefile(readers.function(reader))
+    except TypeError:  # a builtin or a callable object: no source to follow, so a key that never repeats
+        return f"no source: {id(reader)}"
+    for module_file in (own, raw_module.__file__):
         try:
             digest.update(Path(module_file).read_bytes() if module_file else b"?")
         except OSError:
@@ -75,15 +79,19 @@ def cacheable(raw: Raw) -> bool:
 
 def load(path: Path) -> Raw | None:
     """The ``Raw`` stored at ``path`` when it is whole and its files are unchanged; else None."""
-    if not path.is_file():
-        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") != VERSION:
+        if not path.is_file():
             return None
-        for source in data["sources"]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            return None
+        if len(data["files"]) != len(data["sources"]):
+            raise ValueError("files and sources differ")
+        # each path as the reader was given it, from here: another folder's relative path, or a symlink
+        # pointed elsewhere, resolves to another file and misses
+        for given, source in zip(data["files"], data["sources"]):
             try:
-                if _stat(source[0]) != source:
+                if _stat(given) != source:
                     log.info("read cache %s: %s has changed since; reading it again", path.name, source[0])
                     return None
             except OSError:
@@ -100,7 +108,7 @@ def load(path: Path) -> Raw | None:
             raise ValueError("groups for some splits only")
         return Raw(splits, list(data["class_names"]), dict(data["dropped"]), groups or None,
                    sources=list(data["files"]))
-    except (OSError, ValueError, KeyError, TypeError) as err:  # torn, foreign or hand-edited: read the files
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # torn, foreign, hand-edited
         log.warning("read cache %s is unreadable (%s): reading the data again", path, err)
         return None
 
@@ -121,7 +129,9 @@ def store(path: Path, raw: Raw) -> bool:
                            for s, (items, labels) in raw.splits.items()}}
         atomic_write_bytes(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
         return True
-    except (OSError, DiskFullError) as err:  # a full disk or a read-only folder: this run goes on, the next reads the files again
+    # a full disk, a read-only folder, texts UTF-8 cannot hold (lone surrogates): this run goes on, the next
+    # reads the files again
+    except (OSError, ValueError, DiskFullError) as err:
         log.warning("read cache: could not keep %s (%s); the next run reads the data again",
                     path, str(err).splitlines()[0] if str(err) else type(err).__name__)
         return False
