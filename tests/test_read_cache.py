@@ -149,7 +149,7 @@ def test_a_full_disk_costs_the_cache_not_the_run(tmp_path, monkeypatch, caplog):
     def full(path, data):
         raise DiskFullError(f"the disk is full: cannot write {path}")
 
-    monkeypatch.setattr("xfer.io.atomic_write_bytes", full)
+    monkeypatch.setattr(read_cache, "atomic_write_bytes", full)
     with caplog.at_level(logging.WARNING):
         dm = csv_module(file, cache)
         dm.setup()
@@ -164,7 +164,7 @@ def test_an_earlier_entry_survives_a_failed_store(tmp_path, monkeypatch):
     path = cache / "entry.json"
     assert read_cache.store(path, raw)
     kept = path.read_bytes()
-    monkeypatch.setattr("xfer.io.atomic_write_bytes", lambda p, d: (_ for _ in ()).throw(OSError(28, "full")))
+    monkeypatch.setattr(read_cache, "atomic_write_bytes", lambda p, d: (_ for _ in ()).throw(OSError(28, "full")))
     assert not read_cache.store(path, raw)
     assert path.read_bytes() == kept
 
@@ -230,8 +230,9 @@ def test_a_file_added_to_the_folder_is_read_again(tmp_path):
         return TextDataModule("csv", reader=functools.partial(readers_text.read_csv_text, path=str(folder)),
                               max_len=8, read_cache_dir=str(cache))
 
-    ungrouped().setup()
-    assert ungrouped().read_from is None
+    cold = ungrouped()
+    cold.setup()
+    assert cold.read_from == "files"
     warm = ungrouped()
     warm.setup()
     assert warm.read_from == "cache"

@@ -9,8 +9,9 @@ other than the files' bytes: the reader and its arguments, the settings handed t
 the source code of the reader's module and of ``xfer.data.raw``, and pandas' version. The entry lists
 the files the reader read (``Raw.sources``; a reader given a folder lists the folder too, so a split
 file added to it is seen) with their size and modification time; one that has changed since or gone
-makes the entry stale, and the reader runs again and replaces it. Only readers that name their files, and only texts (lists of str), are cached: images, lazily decoded files and
-Hugging Face datasets are read as before. A torn or foreign entry is read again from the files; a
+makes the entry stale, and the reader runs again and replaces it (a rewrite of the same size within the
+file system's timestamp resolution is not seen). Only readers that name their files, and only texts
+(lists of str), are cached: images, lazily decoded files and Hugging Face datasets are read as before. A torn or foreign entry is read again from the files; a
 full disk while storing costs the cache, not the run (a warning).
 """
 from __future__ import annotations
@@ -30,6 +31,8 @@ from xfer.data import raw as raw_module
 from xfer.data import readers
 from xfer.data.raw import Raw
 from xfer.data.readers import Reader
+from xfer.errors import DiskFullError
+from xfer.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +118,12 @@ def load(path: Path) -> Raw | None:
 
 def store(path: Path, raw: Raw) -> bool:
     """Keep ``raw`` at ``path`` (atomically) when it is cacheable; False where it is not or the write failed."""
-    from xfer.errors import DiskFullError
-    from xfer.io import atomic_write_bytes
-
     if not cacheable(raw):
         return False
     try:
         sources = [_stat(s) for s in raw.sources]
-        data = {"version": VERSION, "sources": sources, "files": [str(s) for s in raw.sources], "class_names": list(raw.class_names),
-                "dropped": {k: int(v) for k, v in raw.dropped.items()},
+        data = {"version": VERSION, "sources": sources, "files": [str(f) for f in raw.sources],
+                "class_names": list(raw.class_names), "dropped": {k: int(v) for k, v in raw.dropped.items()},
                 "splits": {s: {"items": items, "labels": np.asarray(labels).astype(np.int64).tolist(),
                                "groups": None if raw.groups is None else [str(g) for g in raw.groups[s]]}
                            for s, (items, labels) in raw.splits.items()}}

