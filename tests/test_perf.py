@@ -456,3 +456,14 @@ def test_torchmetrics_plots_import_matplotlib_when_drawn_and_draw_what_an_eager_
     assert lazy["width"] == 1.5 and lazy["rc_after"] == 7.0  # drawn in the default style; the user's setting back after
     assert lazy["checks"] == [True, False] and lazy["trimmed"] == 3 and lazy["collection"] == 2
     assert len(lazy["cm"]) == 9 and len(lazy["y"]) == 3
+
+
+def test_the_deferred_plot_module_keeps_its_files_line_numbers():
+    """Tracebacks from torchmetrics/utilities/plot.py point at its real lines: the deferred block is as long
+    as the one it replaces."""
+    code = ("import json, xfer.pipeline, sys; import torchmetrics.utilities.plot as p; "
+            "lines = open(p.__file__).read().splitlines(); "
+            "print(json.dumps({'mpl': 'matplotlib' in sys.modules, 'defs': [lines[f.__code__.co_firstlineno - 1].split('(')[0] "
+            "for f in (p._error_on_missing_matplotlib, p.trim_axs)]}))")
+    got = json.loads(_python(code).splitlines()[-1])
+    assert got == {"mpl": False, "defs": ["def _error_on_missing_matplotlib", "def trim_axs"]}

@@ -120,17 +120,24 @@ _MPL_BLOCK = """if _MATPLOTLIB_AVAILABLE:
     style_change = plt.style.context
 else:"""
 _MPL_DEFERRED = """if _MATPLOTLIB_AVAILABLE:  # xfer.lazy_metrics: matplotlib is imported when a plot is drawn
-    from xfer.lazy_metrics import Pyplot as _Pyplot, Matplotlib as _Matplotlib, Axes as _Axes, Style as _Style
-    matplotlib, plt = _Matplotlib("matplotlib"), _Pyplot("matplotlib.pyplot")
+    from xfer.lazy_metrics import OnFirstUse as _OnFirstUse, Axes as _Axes, Style as _Style
+    matplotlib, plt = _OnFirstUse("matplotlib"), _OnFirstUse("matplotlib.pyplot")
     _PLOT_OUT_TYPE = tuple[object, object]
     _AX_TYPE = _Axes
     _CMAP_TYPE = object
 
     style_change = _Style
-else:"""
+"""
+# blank lines up to the block's length, so tracebacks from the module keep its file's line numbers
+_MPL_DEFERRED += "\n" * (_MPL_BLOCK.count("\n") - _MPL_DEFERRED.count("\n")) + "else:"
 
 
-class Matplotlib:
+def _deferred(source: str) -> str | None:
+    """plot.py's source with the matplotlib block deferred; None where the block is not there as written."""
+    return source.replace(_MPL_BLOCK, _MPL_DEFERRED, 1) if _MPL_BLOCK in source else None
+
+
+class OnFirstUse:
     """A module's stand-in: its attributes are the module's, imported (with pyplot) on first use."""
 
     def __init__(self, name: str):
@@ -142,10 +149,6 @@ class Matplotlib:
 
     def __repr__(self) -> str:
         return f"<{self._name}, imported on first use (xfer.lazy_metrics)>"
-
-
-class Pyplot(Matplotlib):
-    pass
 
 
 class _AxesCheck(type):
@@ -186,27 +189,29 @@ class Style(contextlib.ContextDecorator):
 class _PlotLoader(importlib.machinery.SourceFileLoader):
     """Loads torchmetrics.utilities.plot from its own file with the matplotlib block deferred."""
 
+    def __init__(self, fullname: str, path: str, source: str):
+        super().__init__(fullname, path)
+        self._source = source
+
     def get_code(self, fullname: str) -> Any:
-        source = self.get_data(self.path).decode("utf-8")
-        return compile(source.replace(_MPL_BLOCK, _MPL_DEFERRED, 1), self.path, "exec")
+        return compile(self._source, self.path, "exec")
 
 
 class _PlotFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname != PLOT:
             return None
-        sys.meta_path.remove(self)  # once: the next finder gives the file
-        spec = importlib.util.find_spec(fullname)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)  # where the file is, as usual
         if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader) or not spec.origin:
             return spec
         try:
-            with open(spec.origin, encoding="utf-8") as f:
-                if _MPL_BLOCK not in f.read():  # another torchmetrics: a plain import
-                    return spec
-        except OSError:
+            source = _deferred(spec.loader.get_data(spec.origin).decode("utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return spec
+        if source is None:  # another torchmetrics: a plain import
             return spec
         return importlib.util.spec_from_file_location(fullname, spec.origin,
-                                                      loader=_PlotLoader(fullname, spec.origin))
+                                                      loader=_PlotLoader(fullname, spec.origin, source))
 
 
 def install_plot() -> bool:
