@@ -48,7 +48,10 @@ def test_run_writes_results_and_second_run_reuses_the_cached_trunk(home: Path, c
         assert (run_dir / ".hydra" / "config.yaml").is_file()
         assert (run_dir / "checkpoints" / "target" / "best.ckpt").is_file()
         assert list((run_dir / "tb" / "target").glob("events.out.tfevents.*"))
-    # the cached trunk gives the target stage exactly the start the fresh one had
+    # the second run read and encoded the target texts from the caches the first one filled
+    assert (a["target"]["read_from"], a["target"]["encoded_from"]) == ("files", "computed")
+    assert (b["target"]["read_from"], b["target"]["encoded_from"]) == ("cache", "cache")
+    # the cached trunk (and the cached encoding) give the target stage exactly the start the fresh one had
     assert a["target"]["test"] == b["target"]["test"]
 
     # per-example predictions of the best checkpoint: the test ones score exactly test/acc

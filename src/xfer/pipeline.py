@@ -76,6 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_s": target.wall_s, "timing": target.extra["timing"], "sizes": target_dm.sizes(),
             "dropped": target_dm.dropped, "groups": target_dm.group_counts,
             "read_from": target_dm.read_from,  # "cache": the reader's output kept by an earlier run (read_cache)
+            "encoded_from": target_dm.encoded_from,  # "cache": tokenizer and ids kept by an earlier run (encode_cache)
             "rendering": target_dm.rendering,  # text as pixels: what was cut, what had no glyph
             "drift": drift.summary() if drift is not None and drift.history else None,
             "similarity": cka,

@@ -126,6 +126,8 @@ class SplitDataModule(pl.LightningDataModule):
         self.decode = None  # the reader's file decoder, when it read lazily (``Raw.decode``)
         self.read_cache_dir = Path(read_cache_dir).expanduser() if read_cache_dir else None
         self.read_from: str | None = None  # after setup: "cache" (read_cache), else "files"
+        # after setup, for modules that encode through encode_cache (text): "cache", else "computed"
+        self.encoded_from: str | None = None
 
     # -- to be provided by subclasses ------------------------------------------------------
     def encode(self, items: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from xfer.data import encode_cache
 from xfer.data.module import SplitDataModule
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -65,9 +66,22 @@ class TextDataModule(SplitDataModule):
 
     def encode(self, items: dict[str, Any]) -> dict[str, torch.Tensor]:
         check_memory(items, self.max_len)  # before anything is allocated: max_len=10**8 is a line, not exit 137
+        settings = {"max_len": self.max_len, "vocab_size": self.vocab_size, "min_frequency": self.min_frequency,
+                    "lowercase": self.lowercase}
+        entry = None if self.read_cache_dir is None else encode_cache.entry(self.read_cache_dir, self.name,
+                                                                            items, settings, __file__)
+        kept = None if entry is None else encode_cache.load(entry, {s: len(t) for s, t in items.items()},
+                                                             self.max_len)
+        self.encoded_from = "computed" if kept is None else "cache"
+        if kept is not None:
+            self.tokenizer = Tokenizer.from_str(kept[0])
+            return kept[1]
         self.tokenizer = fit_tokenizer(items["train"], self.vocab_size, self.min_frequency,
                                        self.lowercase, self.max_len)
-        return {s: encode_texts(self.tokenizer, texts) for s, texts in items.items()}
+        ids = {s: encode_texts(self.tokenizer, texts) for s, texts in items.items()}
+        if entry is not None:
+            encode_cache.store(entry, self.tokenizer.to_str(), self.tokenizer.get_vocab_size(), ids)
+        return ids
 
     def spec_fields(self) -> dict[str, Any]:
         assert self.tokenizer is not None
