@@ -267,3 +267,25 @@ def test_an_entry_of_another_shape_is_read_from_the_files(tmp_path, content):
     again = csv_module(file, cache)
     again.setup()
     assert again.read_from == "files"
+
+
+def test_a_file_changed_while_it_is_read_is_not_kept(tmp_path, caplog):
+    """The entry records the files' stats after the read: a file edited meanwhile would look read whole."""
+    file, cache = tmp_path / "reviews.csv", tmp_path / "cache"
+    write_csv(file)
+
+    def edited_while_read(path: str, **kwargs) -> Raw:
+        raw = readers_text.read_csv_text(path, **kwargs)
+        write_csv(file, rows=80, word="bad")  # another writer, after the reader had its bytes
+        return raw
+
+    dm = TextDataModule("csv", reader=functools.partial(edited_while_read, path=str(file)), max_len=8,
+                        read_cache_dir=str(cache))
+    with caplog.at_level(logging.INFO, logger="xfer.data.read_cache"):
+        dm.setup()
+    assert dm.read_from == "files" and sum(dm.sizes().values()) == 60  # what was read: the file before the edit
+    assert "changed while it was read" in caplog.text and not list(cache.glob("csv_*.json"))
+    again = csv_module(file, cache)  # the next run reads the edited file, and keeps it
+    again.setup()
+    assert again.read_from == "files" and sum(again.sizes().values()) == 80
+    assert len(list(cache.glob("csv_*.json"))) == 1

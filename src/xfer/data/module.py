@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +211,10 @@ class SplitDataModule(pl.LightningDataModule):
         raw = None if entry is None else read_cache.load(entry)
         self.read_from = "files" if raw is None else "cache"
         if raw is None:
+            started = time.time_ns()
             raw = self.reader(**handed)
             if entry is not None:
-                read_cache.store(entry, raw)
+                read_cache.store(entry, raw, read_started_ns=started)
         return raw
 
     def _split(self, raw: Raw) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
