@@ -78,9 +78,11 @@ def load(path: Path, rows: dict[str, int], max_len: int) -> tuple[str, dict[str,
     """The tokenizer's JSON and the int64 ids of each split stored at ``path``, when it is whole and fits
     ``rows`` (texts per split) and ``max_len``; else None."""
     try:
-        if not path.is_file():
+        try:
+            blob = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):  # none yet, or just trimmed by another job
             return None
-        data = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+        data = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data["tokenizer"], str):
             return None
         ids = {}
