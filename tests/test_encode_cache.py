@@ -93,6 +93,7 @@ def test_the_key_follows_every_text_and_its_split():
     assert encode_cache.key({**texts, "val": ["e"], "test": ["d"]}, {"max_len": 8}) != base  # swapped splits
     assert encode_cache.key(texts, {"max_len": 9}) != base
     assert encode_cache.key({**texts, "test": ["\ud800"]}, {}) != encode_cache.key({**texts, "test": ["?"]}, {})
+    assert encode_cache.key({**texts, "train": ["a b", "c", ""]}, {}) != encode_cache.key(texts, {})  # an empty text
     assert encode_cache.key(dict(texts), {"max_len": 8}) == base
     assert encode_cache.key(texts, {"max_len": 8}, code_file=__file__) != base  # another text.py
 
@@ -119,7 +120,8 @@ def test_ids_are_kept_narrow_and_come_back_as_int64(tmp_path):
     assert torch.equal(encode_cache._narrow(wide, 40001).to(torch.int64), wide)  # noqa: SLF001
 
 
-@pytest.mark.parametrize("content", [b"", b"not a torch file", "foreign", "shape"])
+@pytest.mark.parametrize("content", [b"", b"not a torch file", "foreign", "shape", "bad tokenizer", "padding",
+                                     "out of vocabulary"])
 def test_a_torn_or_foreign_entry_is_encoded_again_and_replaced(tmp_path, caplog, content):
     file, cache = tmp_path / "reviews.csv", tmp_path / "cache"
     write_csv(file)
@@ -127,15 +129,25 @@ def test_a_torn_or_foreign_entry_is_encoded_again_and_replaced(tmp_path, caplog,
     path = entries(cache)[0]
     if content == "foreign":
         torch.save({"version": encode_cache.VERSION, "tokenizer": 3, "ids": {}}, path)
-    elif content == "shape":
+    elif isinstance(content, str):
         data = torch.load(path, weights_only=True)
-        data["ids"]["train"] = data["ids"]["train"][:, :4]
+        if content == "shape":
+            data["ids"]["train"] = data["ids"]["train"][:, :4]
+        elif content == "bad tokenizer":
+            data["tokenizer"] = "{not a tokenizer"
+        elif content == "padding":
+            data["tokenizer"] = data["tokenizer"].replace('"Fixed":8', '"Fixed":9')
+            assert '"Fixed":9' in data["tokenizer"]
+        else:
+            data["ids"]["val"][0, 0] = 32000
         torch.save(data, path)
     else:
         path.write_bytes(content)
     with caplog.at_level(logging.WARNING):
         again = module(file, cache)
     assert again.encoded_from == "computed"
+    if content != "foreign":  # a foreign layout is a quiet miss; a damaged entry says so
+        assert "encode cache" in caplog.text and "unreadable" in caplog.text
     same_encoding(cold, again)
     assert module(file, cache).encoded_from == "cache"  # replaced
 

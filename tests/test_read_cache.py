@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from xfer.errors import DiskFullError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_csv(file: Path, rows: int = 60, word: str = "good") -> None:
+def write_csv(file: Path, rows: int = 60, word: str = "good", settled: bool = True) -> None:
+    """The file, dated a minute ago when ``settled`` (one modified in the 2 s before a read is not kept)."""
     lines = ["text,label,author"]
     for i in range(rows):
         label = "pos" if i % 2 else "neg"
@@ -29,6 +31,9 @@ def write_csv(file: Path, rows: int = 60, word: str = "good") -> None:
     lines.append(f'"{word} film number 3, said 3",pos,a3')  # a repeat of a text: dropped and counted
     lines.append(",neg,a2")  # an empty text: dropped and counted
     file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if settled:
+        past = time.time_ns() - 60 * 10**9 + rows  # rows: two settled versions never share a time
+        os.utime(file, ns=(past, past))
 
 
 def csv_module(file: Path, cache: Path | None, **reader_args) -> TextDataModule:
@@ -80,7 +85,6 @@ def test_a_changed_file_is_read_again(tmp_path):
     write_csv(file)
     csv_module(file, cache).setup()
     write_csv(file, rows=80, word="bad")  # other texts, another size
-    os.utime(file, ns=(os.stat(file).st_atime_ns, os.stat(file).st_mtime_ns + 10**9))
     again = csv_module(file, cache)
     again.setup()
     assert again.read_from == "files"
@@ -226,6 +230,9 @@ def test_a_file_added_to_the_folder_is_read_again(tmp_path):
     folder.mkdir()
     write_csv(folder / "train.csv")
     write_csv(folder / "test.csv", rows=20, word="other")
+    past = time.time_ns() - 60 * 10**9
+    os.utime(folder, ns=(past, past))  # the folder settled too: a listing just changed is not kept
+
     def ungrouped() -> TextDataModule:
         return TextDataModule("csv", reader=functools.partial(readers_text.read_csv_text, path=str(folder)),
                               max_len=8, read_cache_dir=str(cache))
@@ -276,7 +283,7 @@ def test_a_file_changed_while_it_is_read_is_not_kept(tmp_path, caplog):
 
     def edited_while_read(path: str, **kwargs) -> Raw:
         raw = readers_text.read_csv_text(path, **kwargs)
-        write_csv(file, rows=80, word="bad")  # another writer, after the reader had its bytes
+        write_csv(file, rows=80, word="bad", settled=False)  # another writer, after the reader had its bytes
         return raw
 
     dm = TextDataModule("csv", reader=functools.partial(edited_while_read, path=str(file)), max_len=8,
@@ -285,7 +292,25 @@ def test_a_file_changed_while_it_is_read_is_not_kept(tmp_path, caplog):
         dm.setup()
     assert dm.read_from == "files" and sum(dm.sizes().values()) == 60  # what was read: the file before the edit
     assert "changed while it was read" in caplog.text and not list(cache.glob("csv_*.json"))
-    again = csv_module(file, cache)  # the next run reads the edited file, and keeps it
+    again = csv_module(file, cache)  # the next run reads the edited file; just modified, it is not kept yet
     again.setup()
-    assert again.read_from == "files" and sum(again.sizes().values()) == 80
-    assert len(list(cache.glob("csv_*.json"))) == 1
+    assert again.read_from == "files" and sum(again.sizes().values()) == 80 and not list(cache.glob("csv_*.json"))
+    settled = time.time_ns() - 3 * 10**9  # the same file, 3 s on: kept
+    os.utime(file, ns=(settled, settled))
+    csv_module(file, cache).setup()
+    third = csv_module(file, cache)
+    third.setup()
+    assert third.read_from == "cache" and sum(third.sizes().values()) == 80
+
+
+@pytest.mark.parametrize("offset_s", [-1.5, 0.0, 30.0])  # a coarse clock's stamp just before the read; a server ahead
+def test_a_file_dated_near_or_after_the_read_is_not_kept(tmp_path, offset_s):
+    file = tmp_path / "reviews.csv"
+    write_csv(file)
+    raw = readers_text.read_csv_text(str(file))
+    started = time.time_ns()
+    stamp = started + int(offset_s * 1e9)
+    os.utime(file, ns=(stamp, stamp))
+    assert not read_cache.store(tmp_path / "entry.json", raw, read_started_ns=started)
+    assert not (tmp_path / "entry.json").exists()
+    assert read_cache.store(tmp_path / "entry.json", raw, read_started_ns=stamp + 3 * 10**9)  # read 3 s after: kept

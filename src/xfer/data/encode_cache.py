@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 
 from xfer.errors import DiskFullError
 from xfer.io import atomic_write_bytes
@@ -55,9 +56,13 @@ def key(texts: dict[str, list[str]], settings: dict[str, Any], code_file: str | 
     digest.update(json.dumps({"version": VERSION, "settings": settings, "tokenizers": tokenizers},
                              sort_keys=True, default=repr).encode())
     digest.update(hashlib.sha256(_source(code_file)).digest())
+    digest.update(hashlib.sha256(_source(__file__)).digest())  # this module: the entry's layout, the narrowing
     for split in sorted(texts):
-        # ensure_ascii: one unambiguous byte string for any text, lone surrogates included
-        digest.update(json.dumps([split, texts[split]], ensure_ascii=True).encode())
+        items = texts[split]
+        digest.update(b"\x00split" + len(items).to_bytes(8, "little") + split.encode("utf-8", "surrogatepass"))
+        for t in items:  # streamed, each text length-prefixed: no two lists of texts give the same bytes
+            b = str(t).encode("utf-8", "surrogatepass")
+            digest.update(len(b).to_bytes(8, "little") + b)
     return digest.hexdigest()[:24]
 
 
@@ -74,9 +79,9 @@ def _narrow(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     return ids
 
 
-def load(path: Path, rows: dict[str, int], max_len: int) -> tuple[str, dict[str, torch.Tensor]] | None:
-    """The tokenizer's JSON and the int64 ids of each split stored at ``path``, when it is whole and fits
-    ``rows`` (texts per split) and ``max_len``; else None."""
+def load(path: Path, rows: dict[str, int], max_len: int) -> tuple[Tokenizer, dict[str, torch.Tensor]] | None:
+    """The tokenizer and the int64 ids of each split stored at ``path``, when it is whole and fits ``rows``
+    (texts per split) and ``max_len``, and the ids fit the tokenizer's vocabulary; else None."""
     try:
         try:
             blob = path.read_bytes()
@@ -85,11 +90,17 @@ def load(path: Path, rows: dict[str, int], max_len: int) -> tuple[str, dict[str,
         data = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data["tokenizer"], str):
             return None
+        tokenizer = Tokenizer.from_str(data["tokenizer"])
+        vocab = tokenizer.get_vocab_size()
+        if (tokenizer.padding or {}).get("length") != max_len:
+            raise ValueError(f"a tokenizer that pads to {(tokenizer.padding or {}).get('length')}, not {max_len}")
         ids = {}
         for split, n in rows.items():
             part = data["ids"][split]
             if not isinstance(part, torch.Tensor) or tuple(part.shape) != (n, max_len) or part.is_floating_point():
                 raise ValueError(f"split {split!r} has ids of shape {tuple(getattr(part, 'shape', ()))}")
+            if part.numel() and not (0 <= int(part.min()) and int(part.max()) < vocab):
+                raise ValueError(f"split {split!r} has ids outside the vocabulary of {vocab}")
             ids[split] = part.to(torch.int64)
         if set(data["ids"]) != set(rows):
             raise ValueError("other splits")
@@ -97,7 +108,7 @@ def load(path: Path, rows: dict[str, int], max_len: int) -> tuple[str, dict[str,
             os.utime(path)  # used now: the last to go when the folder is over its budget
         except OSError:
             pass
-        return data["tokenizer"], ids
+        return tokenizer, ids
     except Exception as err:  # torn, foreign, hand-edited: torch.load raises many kinds  # noqa: BLE001
         log.warning("encode cache %s is unreadable (%s): encoding the texts again", path,
                     str(err).splitlines()[0] if str(err) else type(err).__name__)

@@ -10,8 +10,8 @@ the source code of the reader's module and of ``xfer.data.raw``, and pandas' ver
 the files the reader read (``Raw.sources``; a reader given a folder lists the folder too, so a split
 file added to it is seen) with their size and modification time; one that has changed since or gone
 makes the entry stale, and the reader runs again and replaces it (a rewrite of the same size within the
-file system's timestamp resolution is not seen; a file modified while the reader ran is not kept, and
-the next run reads it again). Only readers that name their files, and only texts
+file system's timestamp resolution is not seen; a file modified while the reader ran, in the 2 s before
+it or dated in the future is not kept, and the next run reads it again). Only readers that name their files, and only texts
 (lists of str), are cached: images, lazily decoded files and Hugging Face datasets are read as before. A torn or foreign entry is read again from the files; a
 full disk while storing costs the cache, not the run (a warning).
 """
@@ -22,7 +22,6 @@ import inspect
 import json
 import logging
 import os
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from xfer.io import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 VERSION = 2  # bump when the entry's layout changes
+MARGIN_NS = 2_000_000_000  # a file modified this close to the read (or after it) is not kept
 
 
 def _stat(path: str | os.PathLike) -> list[Any]:
@@ -120,16 +120,20 @@ def load(path: Path) -> Raw | None:
 
 def store(path: Path, raw: Raw, read_started_ns: int | None = None) -> bool:
     """Keep ``raw`` at ``path`` (atomically) when it is cacheable; False where it is not, where a file it was
-    read from was modified after ``read_started_ns`` (``time.time_ns()`` before the reader ran: the read
-    may hold half of an edit, and the entry would record the edited file as read), or the write failed."""
+    read from was modified from ``MARGIN_NS`` before ``read_started_ns`` (``time.time_ns()`` before the
+    reader ran) on: the read may hold half of an edit, and the entry would record the edited file as read;
+    or where the write failed."""
     if not cacheable(raw):
         return False
     try:
         sources = [_stat(s) for s in raw.sources]
-        now = time.time_ns()  # a modification time past now is a clock skew (a file server ahead), not an edit
-        changed = [s[0] for s in sources if read_started_ns is not None and read_started_ns <= s[2] <= now]
+        # file systems stamp from a coarse clock (a tick behind time.time_ns(); 1-2 s on FAT, HFS+ and some
+        # network shares): anything modified from MARGIN_NS before the read on, or dated in the future, may
+        # be half an edit. Such a file is read again by the next run, and kept once it has settled.
+        changed = [s[0] for s in sources if read_started_ns is not None and s[2] >= read_started_ns - MARGIN_NS]
         if changed:
-            log.info("read cache: %s changed while it was read; not kept, the next run reads it again", changed[0])
+            log.info("read cache: %s changed while it was read, or just before; not kept, the next run reads it "
+                     "again", changed[0])
             return False
         data = {"version": VERSION, "sources": sources, "files": [str(f) for f in raw.sources],
                 "class_names": list(raw.class_names), "dropped": {k: int(v) for k, v in raw.dropped.items()},

@@ -74,8 +74,8 @@ class TextDataModule(SplitDataModule):
                                                              self.max_len)
         self.encoded_from = "computed" if kept is None else "cache"
         if kept is not None:
-            self.tokenizer = Tokenizer.from_str(kept[0])
-            return kept[1]
+            self.tokenizer, ids = kept
+            return ids
         self.tokenizer = fit_tokenizer(items["train"], self.vocab_size, self.min_frequency,
                                        self.lowercase, self.max_len)
         ids = {s: encode_texts(self.tokenizer, texts) for s, texts in items.items()}
