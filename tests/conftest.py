@@ -273,3 +273,10 @@ def load_results(path: Path) -> dict:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def full_disk(path, data):
+    """An ``atomic_write_bytes`` on a full disk: for tests that monkeypatch a module's writer with it."""
+    from xfer.errors import DiskFullError
+
+    raise DiskFullError(f"the disk is full: cannot write {path}")

@@ -13,7 +13,7 @@ import torch
 
 from xfer.data import encode_cache, readers_text
 from xfer.data.text import TextDataModule, id_translator
-from xfer.errors import DiskFullError
+from conftest import full_disk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,11 +155,7 @@ def test_a_torn_or_foreign_entry_is_encoded_again_and_replaced(tmp_path, caplog,
 def test_a_full_disk_costs_the_entry_not_the_run(tmp_path, monkeypatch, caplog):
     file, cache = tmp_path / "reviews.csv", tmp_path / "cache"
     write_csv(file)
-
-    def full(path, data):
-        raise DiskFullError(f"the disk is full: cannot write {path}")
-
-    monkeypatch.setattr(encode_cache, "atomic_write_bytes", full)
+    monkeypatch.setattr(encode_cache, "atomic_write_bytes", full_disk)
     with caplog.at_level(logging.WARNING):
         dm = module(file, cache)
     assert dm.encoded_from == "computed" and sum(dm.sizes().values()) == 80

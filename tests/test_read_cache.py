@@ -17,7 +17,7 @@ import torch
 from xfer.data import read_cache, readers_image, readers_text
 from xfer.data.raw import Raw
 from xfer.data.text import TextDataModule
-from xfer.errors import DiskFullError
+from conftest import full_disk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,11 +149,7 @@ def test_a_torn_or_foreign_entry_is_read_from_the_files_and_replaced(tmp_path, c
 def test_a_full_disk_costs_the_cache_not_the_run(tmp_path, monkeypatch, caplog):
     file, cache = tmp_path / "reviews.csv", tmp_path / "cache"
     write_csv(file)
-
-    def full(path, data):
-        raise DiskFullError(f"the disk is full: cannot write {path}")
-
-    monkeypatch.setattr(read_cache, "atomic_write_bytes", full)
+    monkeypatch.setattr(read_cache, "atomic_write_bytes", full_disk)
     with caplog.at_level(logging.WARNING):
         dm = csv_module(file, cache)
         dm.setup()

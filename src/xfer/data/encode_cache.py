@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from xfer.data.read_cache import first_line, safe_name
 from xfer.errors import DiskFullError
 from xfer.io import atomic_write_bytes
 
@@ -68,8 +69,7 @@ def key(texts: dict[str, list[str]], settings: dict[str, Any], code_file: str | 
 
 def entry(folder: str | os.PathLike, name: str, texts: dict[str, list[str]], settings: dict[str, Any],
           code_file: str | os.PathLike | None = None) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return Path(folder).expanduser() / f"{safe}_enc_{key(texts, settings, code_file)}{SUFFIX}"
+    return Path(folder).expanduser() / f"{safe_name(name)}_enc_{key(texts, settings, code_file)}{SUFFIX}"
 
 
 def _narrow(ids: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -111,7 +111,7 @@ def load(path: Path, rows: dict[str, int], max_len: int) -> tuple[Tokenizer, dic
         return tokenizer, ids
     except Exception as err:  # torn, foreign, hand-edited: torch.load raises many kinds  # noqa: BLE001
         log.warning("encode cache %s is unreadable (%s): encoding the texts again", path,
-                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+                    first_line(err))
         return None
 
 
@@ -125,7 +125,7 @@ def store(path: Path, tokenizer_json: str, vocab_size: int, ids: dict[str, torch
         atomic_write_bytes(path, buffer.getbuffer())
     except (OSError, ValueError, DiskFullError) as err:  # a full disk, a read-only folder: this run goes on
         log.warning("encode cache: could not keep %s (%s); the next run encodes the texts again",
-                    path, str(err).splitlines()[0] if str(err) else type(err).__name__)
+                    path, first_line(err))
         return False
     trim(path.parent, keep=path)
     return True

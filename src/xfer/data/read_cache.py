@@ -71,9 +71,18 @@ def key(reader: Reader, handed: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def safe_name(name: str) -> str:
+    """A data set's name as a file-name part (the encode cache's entries use it too)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def first_line(err: BaseException) -> str:
+    """What a cache warning says of ``err``: its first line, or its type where it has no message."""
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 def entry(folder: str | os.PathLike, name: str, reader: Reader, handed: dict[str, Any]) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return Path(folder).expanduser() / f"{safe}_{key(reader, handed)}.json"
+    return Path(folder).expanduser() / f"{safe_name(name)}_{key(reader, handed)}.json"
 
 
 def cacheable(raw: Raw) -> bool:
@@ -146,5 +155,5 @@ def store(path: Path, raw: Raw, read_started_ns: int | None = None) -> bool:
     # reads the files again
     except (OSError, ValueError, DiskFullError) as err:
         log.warning("read cache: could not keep %s (%s); the next run reads the data again",
-                    path, str(err).splitlines()[0] if str(err) else type(err).__name__)
+                    path, first_line(err))
         return False
