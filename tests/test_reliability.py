@@ -698,6 +698,46 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(home: Pa
     assert failed["status"] == "failed" and failed["error_type"] == "DiskFullError" and failed["error"] == line[7:]
 
 
+def test_a_checkpoint_streams_into_a_temp_file_beside_it_and_renames_over_the_old_one(tmp_path, monkeypatch):
+    """save_atomic: torch.save writes straight into the temp file (no copy of the checkpoint in memory), the
+    old file stays whole until the rename, and the full-disk size counts each tensor's storage once."""
+    import xfer.checkpoints as checkpoints
+
+    target = tmp_path / "ckpts" / "last.ckpt"
+    target.parent.mkdir()
+    target.write_bytes(b"the previous checkpoint")
+    weight = torch.arange(12, dtype=torch.float32)
+    state = {"state_dict": {"w": weight, "view": weight[:4]}, "optimizer": [{"m": torch.zeros(3, dtype=torch.float64)}]}
+    assert checkpoints.tensor_bytes(state) == 12 * 4 + 3 * 8  # the view shares w's storage
+
+    real_save, seen = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        seen.append((type(f).__name__, os.readlink(f"/proc/self/fd/{f.fileno()}"), target.read_bytes()))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "save", save)
+    checkpoints.save_atomic(state, target)
+    [(kind, into, before)] = seen
+    assert kind == "BufferedWriter" and Path(into).parent == target.parent and Path(into).name.startswith(".last.ckpt.")
+    assert before == b"the previous checkpoint"  # untouched while the new one was written
+    loaded = torch.load(target, weights_only=True)
+    assert torch.equal(loaded["state_dict"]["view"], weight[:4]) and loaded["optimizer"][0]["m"].dtype == torch.float64
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_every_trainer_writes_checkpoints_atomically_unless_the_config_names_its_own_plugin(tmp_path):
+    from pytorch_lightning.plugins.io import AsyncCheckpointIO
+
+    from xfer import build
+    from xfer.checkpoints import AtomicCheckpointIO
+
+    trainer = build.trainer(_compose(["experiment=img2txt"]), tmp_path, "target", [])
+    assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+    own = _compose(["experiment=img2txt", "+trainer.plugins=[{_target_: pytorch_lightning.plugins.io.AsyncCheckpointIO}]"])
+    assert type(build.trainer(own, tmp_path, "target", []).strategy.checkpoint_io) is AsyncCheckpointIO
+
+
 def test_a_full_disk_at_the_trunk_cache_leaves_no_entry(home: Path, monkeypatch, capsys):
     """safetensors reports ENOSPC as text (what the issue saw on a 6 MB tmpfs); no half entry stays."""
     import xfer.cache

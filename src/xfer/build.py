@@ -13,9 +13,11 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.callbacks.progress import ProgressBar
+from pytorch_lightning.plugins import TorchCheckpointIO
 from torch import nn
 
 from xfer.callbacks import EpochSeed, ProcessGroupTeardown, StageTimer
+from xfer.checkpoints import AtomicCheckpointIO
 from xfer.data.module import SplitDataModule
 from xfer.data.spec import DataSpec
 from xfer.errors import ConfigError, DataError
@@ -141,11 +143,16 @@ def trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list[Callback
             **overrides: Any) -> pl.Trainer:
     """The Trainer of one stage: every logger of ``cfg.logger`` (a mapping of names to ``_target_`` nodes,
     each writing under the run folder, one version per stage), the configured callbacks (checkpoints first: ``Trainer.test(ckpt_path=
-    "best")`` uses the first), per-epoch reseeding and timing, then ``callbacks`` (the strategy's)."""
+    "best")`` uses the first), per-epoch reseeding and timing, then ``callbacks`` (the strategy's). Checkpoints
+    are written by ``AtomicCheckpointIO`` in place of Lightning's default ``TorchCheckpointIO``; another
+    checkpoint plugin the config names (``+trainer.plugins=[...]``) stays."""
     loggers = [instantiate(node, **stage_logger_args(node, run_dir, stage))
                for node in (cfg.get("logger") or {}).values() if node is not None]
     logger: Any = loggers or False
     configured = configured_callbacks(cfg, run_dir / "checkpoints" / stage, logger)
-    return instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir), **overrides,
-                       callbacks=[*configured, EpochSeed(int(cfg.seed)), StageTimer(), ProcessGroupTeardown(),
-                                  *callbacks])
+    trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir), **overrides,
+                          callbacks=[*configured, EpochSeed(int(cfg.seed)), StageTimer(), ProcessGroupTeardown(),
+                                     *callbacks])
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a configured plugin stays
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer

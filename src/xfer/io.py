@@ -11,22 +11,29 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from xfer.errors import DiskFullError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    atomic_write_with(path, lambda fh: fh.write(data), len(data))
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], Any], size: int | None = None) -> None:
+    """``write(fh)`` into a temp file beside ``path``, then fsync and rename it over ``path``: a writer that
+    streams (``torch.save``) needs no copy of its output in memory first. ``size``: the bytes it writes,
+    when known, for the full-disk message."""
     path = Path(path)
-    with full_disk_named(path, len(data)):
+    with full_disk_named(path, size):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

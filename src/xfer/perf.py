@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from xfer.checkpoints import save_atomic
 from xfer.seeding import epoch_seed
 
 try:
@@ -157,8 +158,8 @@ def plain_fit(module: Any, dm: pl.LightningDataModule, epochs: int, seed: int,
               bf16: bool = False) -> LoopTiming:
     """The target stage as a hand-written PyTorch loop: the same module, data order, optimizer,
     schedule, clipping and per-epoch reseeding as Lightning's fit, with a validation pass per epoch.
-    With ``ckpt_dir`` it writes what a run writes: the weights, optimizer and schedule state as
-    ``best.pt`` when validation accuracy improves and as ``last.pt`` every epoch. No logging, metric
+    With ``ckpt_dir`` it writes what a run writes, the way a run writes it (``save_atomic``): the weights,
+    optimizer and schedule state as ``best.pt`` when validation accuracy improves and as ``last.pt`` every epoch. No logging, metric
     objects or callbacks. ``limit_batches``: train on that many batches per epoch (as Lightning's
     ``limit_train_batches`` given an int). ``device``: train there, the module moved and the batches
     gathered there as a Trainer on it does (``dm.place``, else a copy of each batch); ``bf16``: in bf16
@@ -196,9 +197,9 @@ def plain_fit(module: Any, dm: pl.LightningDataModule, epochs: int, seed: int,
         if ckpt_dir is not None:
             state = {"epoch": epoch, "state_dict": module.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict()}
-            if acc > best_acc:
-                torch.save(state, ckpt_dir / "best.pt")
-            torch.save(state, ckpt_dir / "last.pt")
+            if acc > best_acc:  # written as a run writes them (AtomicCheckpointIO): temp file, fsync, rename
+                save_atomic(state, ckpt_dir / "best.pt")
+            save_atomic(state, ckpt_dir / "last.pt")
         best_acc = max(best_acc, acc)
         val_s += time.perf_counter() - val_start
     return LoopTiming(time.perf_counter() - start, train_s, val_s, steps, samples, best_acc)

@@ -9,11 +9,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.plugins import TorchCheckpointIO
 
 from xfer import build
 from xfer.callbacks import LastEveryEpoch, stage_timing
-from xfer.checkpoints import AtomicCheckpointIO
 
 
 # Set by the user (or a cluster) before xfer started: a rendezvous port then stays theirs.
@@ -65,8 +63,6 @@ def fit_and_test(cfg: DictConfig, module: pl.LightningModule, dm: pl.LightningDa
     that stops it leaves with how far the stage got (``xfer_progress``), for the failure policy."""
     start = time.perf_counter()
     trainer = build.trainer(cfg, run_dir, stage, callbacks, **trainer_overrides)
-    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a configured plugin stays
-        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     tested = [{}]
     try:
         fresh_rendezvous(trainer)
