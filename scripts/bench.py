@@ -456,7 +456,7 @@ def bench_startup(args, out: dict[str, Any]) -> None:
     rss = RSS_NOW
     keys = ("torch", "torch_step", "xfer", "xfer_eager", "first_step", "first_step_eager")
     wall: dict[str, list[float]] = {k: [] for k in keys}
-    mem: dict[str, list[float]] = {k: [] for k in keys[:4]}
+    mem: dict[str, list[float]] = {k: [] for k in (*keys[:4], "first_step")}
     with tempfile.TemporaryDirectory(prefix="xfer-bench-") as tmp:
         home = Path(tmp)
         run_cli([*FIRST_STEP, *QUICK[:2]], home)  # trains and caches the source trunk: later runs are warm
@@ -472,8 +472,10 @@ def bench_startup(args, out: dict[str, Any]) -> None:
                 newest = max(run["results"], key=lambda r: r["started_unix"])
                 assert newest["source"]["cached"] is True, "the start-up runs must reuse the cached trunk"
                 wall[key].append(first_step_after({**run, "results": [newest]}))
+                if key == "first_step" and newest["target"]["timing"].get("first_step_rss_mib") is not None:
+                    mem[key].append(newest["target"]["timing"]["first_step_rss_mib"])
     med = {k: statistics.median(v) for k, v in wall.items()}
-    rss_med = {k: statistics.median(v) for k, v in mem.items()}
+    rss_med = {k: statistics.median(v) for k, v in mem.items() if v}
     out["startup"] = {
         "reps": reps, "wall_s": wall, "rss_mib": mem, "median_s": med, "median_rss_mib": rss_med,
         "first_step_over_torch": med["first_step"] / med["torch"],
@@ -482,6 +484,9 @@ def bench_startup(args, out: dict[str, Any]) -> None:
         "rss_over_torch_mib": rss_med["xfer"] - rss_med["torch"],
         "rss_over_torch_eager_mib": rss_med["xfer_eager"] - rss_med["torch"],
         "rss_over_torch_step_mib": rss_med["torch_step"] - rss_med["torch"],
+        # at the first step, against a bare training process after its first step: what xfer adds to torch's own
+        **({"first_step_rss_over_torch_step_mib": rss_med["first_step"] - rss_med["torch_step"]}
+           if "first_step" in rss_med else {}),
         "command": "python train.py " + " ".join([*FIRST_STEP, *QUICK[:2]]) + " (warm)",
     }
     out["startup"]["import_tree"] = import_tree()
@@ -765,6 +770,12 @@ def table(out: dict[str, Any]) -> str:
         if "rss_over_torch_step_mib" in st:
             rows.append(f"| same, a bare PyTorch training process (import torch, an AdamW, one step) over `import "
                         f"torch` | +{st['rss_over_torch_step_mib']:.0f} MiB | | |")
+        if "first_step_rss_over_torch_step_mib" in st:
+            rows.append(f"| Resident memory of the warm run once its first step is done ({r['first_step']:.0f} MiB; "
+                        f"results.json `first_step_rss_mib`) over the bare PyTorch training process after its step "
+                        f"({r['torch_step']:.0f} MiB): what xfer adds to what torch itself holds to train | "
+                        f"+{st['first_step_rss_over_torch_step_mib']:.0f} MiB | <= +150 MiB |"
+                        f" {_ok(st['first_step_rss_over_torch_step_mib'], 150, False)} |")
     if "metrics" in out:
         mt = out["metrics"]
         md = mt["median_per_step_s"]

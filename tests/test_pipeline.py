@@ -44,6 +44,8 @@ def test_run_writes_results_and_second_run_reuses_the_cached_trunk(home: Path, c
         assert 0.0 <= r["source"]["test"]["test/acc"] <= 1.0
         assert 0 < r["params"]["trainable"] <= r["params"]["total"]
         assert r["target"]["wall_s"] > 0
+        timing = r["target"]["timing"]  # Linux: the process's VmRSS once the first step was done
+        assert timing["first_step_unix"] > 0 and 100 < timing["first_step_rss_mib"] < 1.5 * r["process"]["rss_mib"]
         run_dir = Path(r["run_dir"])
         assert (run_dir / ".hydra" / "config.yaml").is_file()
         assert (run_dir / "checkpoints" / "target" / "best.ckpt").is_file()

@@ -15,6 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from xfer.machine import rss_mib
 from xfer.seeding import epoch_seed
 
 # Trainer.test(ckpt_path="best") uses the first ModelCheckpoint, the best-validation one; LastEveryEpoch
@@ -100,10 +101,13 @@ class EpochSeed(Callback):
 
 class StageTimer(Callback):
     """Where a stage's time goes: training steps (data included), validation, the first step's wall
-    clock time (start-up is measured against it), and the samples trained on."""
+    clock time (start-up is measured against it) and the process's resident memory once that step is
+    done (Linux; what start-up left in memory, the optimizer's first step included), and the samples
+    trained on."""
 
     def __init__(self) -> None:
         self.first_step_unix: float | None = None
+        self.first_step_rss_mib: float | None = None
         self.train_s = self.val_s = 0.0
         self.steps = self.samples = 0
         self._epoch_start = self._val_start = 0.0
@@ -117,6 +121,8 @@ class StageTimer(Callback):
             self.first_step_unix = time.time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.steps == 0:
+            self.first_step_rss_mib = rss_mib()
         self.steps += 1
         self.samples += _batch_len(batch)
 
@@ -133,7 +139,8 @@ class StageTimer(Callback):
 
     def summary(self) -> dict[str, float | int | None]:
         rate = self.samples / self.train_s if self.train_s > 0 else None
-        return {"first_step_unix": self.first_step_unix, "train_s": round(self.train_s, 3),
+        return {"first_step_unix": self.first_step_unix, "first_step_rss_mib": self.first_step_rss_mib,
+                "train_s": round(self.train_s, 3),
                 "val_s": round(self.val_s, 3), "steps": self.steps, "samples": self.samples,
                 "samples_per_s": None if rate is None else round(rate, 1)}
 

@@ -219,6 +219,17 @@ def check_sweep_disk(sweep_dir: Path, experiment_logs: Path, jobs: int) -> None:
                      f"(callbacks.checkpoint.save_last=false)")
 
 
+def rss_mib() -> float | None:
+    """This process's resident memory now (``VmRSS``), in MiB; None where there is no /proc (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return None
+
+
 def process_state() -> dict[str, int | float | None]:
     """What a run leaves in its process, recorded in results.json at its end: a sweep whose jobs share one
     process (Hydra's basic launcher, a joblib worker) shows here whether memory, open files, threads or
@@ -227,19 +238,12 @@ def process_state() -> dict[str, int | float | None]:
     import sys
     import threading
 
-    rss = None
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
     try:
         files: int | None = len(os.listdir("/proc/self/fd"))
     except OSError:
         files = None
     torch = sys.modules.get("torch")
     handlers = sum(len(logging.getLogger(name).handlers) for name in ("", "xfer", "pytorch_lightning"))
-    return {"rss_mib": None if rss is None else round(rss, 1), "open_files": files,
+    return {"rss_mib": rss_mib(), "open_files": files,
             "threads": threading.active_count(), "log_handlers": handlers,
             "torch_threads": torch.get_num_threads() if torch is not None else None}
