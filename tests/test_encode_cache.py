@@ -108,6 +108,33 @@ def test_the_key_follows_the_code_that_encodes(tmp_path):
     assert encode_cache.key(texts, {}, code) != before
 
 
+def test_the_key_follows_the_tokenizers_build_even_where_no_version_is_recorded(tmp_path, monkeypatch):
+    """No distribution metadata (a vendored or hand-built tokenizers): the module's __version__, else the
+    hash of its compiled extension, keys the entry; never a shared None."""
+    import tokenizers
+    from importlib import metadata
+
+    texts = {"train": ["a"], "val": ["b"], "test": ["c"]}
+    installed = encode_cache.key(texts, {})
+
+    def not_found(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(encode_cache.metadata, "version", not_found)
+    assert encode_cache.tokenizers_version() == tokenizers.__version__
+    assert encode_cache.key(texts, {}) == installed  # the same version, however it is found
+    monkeypatch.setattr(tokenizers, "__version__", "")
+    one, other = tmp_path / "one.so", tmp_path / "other.so"
+    one.write_bytes(b"one build")
+    other.write_bytes(b"another build")
+    keys = []
+    for binary in (one, other):
+        monkeypatch.setattr(tokenizers.tokenizers, "__file__", str(binary), raising=False)
+        assert encode_cache.tokenizers_version().startswith("sha256:")
+        keys.append(encode_cache.key(texts, {}))
+    assert len({installed, *keys}) == 3
+
+
 def test_ids_are_kept_narrow_and_come_back_as_int64(tmp_path):
     file, cache = tmp_path / "reviews.csv", tmp_path / "cache"
     write_csv(file)

@@ -46,15 +46,26 @@ def _source(code_file: str | os.PathLike | None) -> bytes:
         return b"?"
 
 
+def tokenizers_version() -> str:
+    """The installed tokenizers' version: its distribution's, else the module's ``__version__``, else (a
+    build that names none) the sha256 of its compiled extension, so that no two builds share entries."""
+    try:
+        return metadata.version("tokenizers")
+    except metadata.PackageNotFoundError:
+        pass
+    import tokenizers
+
+    if getattr(tokenizers, "__version__", None):
+        return str(tokenizers.__version__)
+    binary = getattr(getattr(tokenizers, "tokenizers", None), "__file__", None) or tokenizers.__file__
+    return "sha256:" + hashlib.sha256(_source(binary)).hexdigest()
+
+
 def key(texts: dict[str, list[str]], settings: dict[str, Any], code_file: str | os.PathLike | None = None) -> str:
     """sha256 of everything the encoding depends on: the texts of each split in order, the settings, the
     tokenizers version and the source of ``code_file`` (the module that fits and encodes: xfer.data.text)."""
-    try:
-        tokenizers = metadata.version("tokenizers")
-    except metadata.PackageNotFoundError:
-        tokenizers = None
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": VERSION, "settings": settings, "tokenizers": tokenizers},
+    digest.update(json.dumps({"version": VERSION, "settings": settings, "tokenizers": tokenizers_version()},
                              sort_keys=True, default=repr).encode())
     digest.update(hashlib.sha256(_source(code_file)).digest())
     digest.update(hashlib.sha256(_source(__file__)).digest())  # this module: the entry's layout, the narrowing
