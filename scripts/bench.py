@@ -773,7 +773,8 @@ def table(out: dict[str, Any]) -> str:
         if "first_step_rss_over_torch_step_mib" in st:
             rows.append(f"| Resident memory of the warm run once its first step is done ({r['first_step']:.0f} MiB; "
                         f"results.json `first_step_rss_mib`) over the bare PyTorch training process after its step "
-                        f"({r['torch_step']:.0f} MiB): what xfer adds to what torch itself holds to train | "
+                        f"({r['torch_step']:.0f} MiB): what the run adds (its imports, the model with its gradients and AdamW "
+                        f"state, the data) to what torch itself holds to train | "
                         f"+{st['first_step_rss_over_torch_step_mib']:.0f} MiB | <= +150 MiB |"
                         f" {_ok(st['first_step_rss_over_torch_step_mib'], 150, False)} |")
     if "metrics" in out:

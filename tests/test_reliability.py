@@ -726,7 +726,54 @@ def test_a_checkpoint_streams_into_a_temp_file_beside_it_and_renames_over_the_ol
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
 
 
-def test_every_trainer_writes_checkpoints_atomically_unless_the_config_names_its_own_plugin(tmp_path):
+def test_a_checkpoint_that_cannot_be_sized_is_still_saved_and_the_rename_is_synced(tmp_path, monkeypatch):
+    """tensor_bytes only feeds the full-disk message: a sparse tensor or a structure that holds itself gives
+    None, not a failed or endless save; and the folder is fsynced after the rename."""
+    import stat
+
+    import xfer.io
+    from xfer.checkpoints import save_atomic, tensor_bytes
+
+    looped: dict = {"w": torch.ones(2)}
+    looped["self"] = looped
+    assert tensor_bytes(looped) == 8
+    sparse = {"w": torch.eye(3).to_sparse()}
+    assert tensor_bytes(sparse) is None
+    real_fsync, synced = os.fsync, []
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(xfer.io.os, "fsync", fsync)
+    save_atomic(sparse, tmp_path / "sparse.ckpt")
+    assert synced == [False, True]  # the file, then its folder
+    assert torch.equal(torch.load(tmp_path / "sparse.ckpt", weights_only=True)["w"].to_dense(), torch.eye(3))
+
+
+def test_the_first_step_memory_is_read_once_the_optimizer_has_stepped(monkeypatch):
+    """StageTimer reads VmRSS after the first optimizer step: the Nth batch under accumulate_grad_batches=N,
+    and the first one after the resumed step."""
+    from types import SimpleNamespace
+
+    import xfer.callbacks as callbacks
+
+    reads = iter(range(100, 200))
+    monkeypatch.setattr(callbacks, "rss_mib", lambda: float(next(reads)))
+    for start, accumulate in ((0, 1), (0, 3), (40, 2)):
+        timer, trainer = callbacks.StageTimer(), SimpleNamespace(global_step=start)
+        timer.on_train_start(trainer, None)
+        for batch in range(1, 7):
+            trainer.global_step = start + batch // accumulate  # what Lightning counts after the batch
+            timer.on_train_batch_end(trainer, None, None, (torch.zeros(2), torch.zeros(2)), batch - 1)
+            if batch < accumulate:
+                assert timer.first_step_rss_mib is None
+        assert timer.first_step_rss_mib is not None and timer.steps == 6
+    assert next(reads) == 103  # one read per stage
+
+
+def test_every_trainer_writes_checkpoints_atomically_unless_the_config_names_its_own_writer(tmp_path):
+    from pytorch_lightning.plugins import TorchCheckpointIO
     from pytorch_lightning.plugins.io import AsyncCheckpointIO
 
     from xfer import build
@@ -734,8 +781,16 @@ def test_every_trainer_writes_checkpoints_atomically_unless_the_config_names_its
 
     trainer = build.trainer(_compose(["experiment=img2txt"]), tmp_path, "target", [])
     assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
-    own = _compose(["experiment=img2txt", "+trainer.plugins=[{_target_: pytorch_lightning.plugins.io.AsyncCheckpointIO}]"])
-    assert type(build.trainer(own, tmp_path, "target", []).strategy.checkpoint_io) is AsyncCheckpointIO
+    # a wrapping plugin named alone would get Lightning's default writer: it wraps the atomic one instead
+    plugin = "pytorch_lightning.plugins.io.AsyncCheckpointIO"
+    wrapped = build.trainer(_compose(["experiment=img2txt", f"+trainer.plugins=[{{_target_: {plugin}}}]"]),
+                            tmp_path, "target", []).strategy.checkpoint_io
+    assert type(wrapped) is AsyncCheckpointIO and type(wrapped.checkpoint_io) is AtomicCheckpointIO
+    # a writer the config names stays
+    named = "{_target_: pytorch_lightning.plugins.TorchCheckpointIO}"
+    inner = build.trainer(_compose(["experiment=img2txt", f"+trainer.plugins=[{{_target_: {plugin}, checkpoint_io: {named}}}]"]),
+                          tmp_path, "target", []).strategy.checkpoint_io
+    assert type(inner) is AsyncCheckpointIO and type(inner.checkpoint_io) is TorchCheckpointIO
 
 
 def test_a_full_disk_at_the_trunk_cache_leaves_no_entry(home: Path, monkeypatch, capsys):

@@ -13,11 +13,10 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.callbacks.progress import ProgressBar
-from pytorch_lightning.plugins import TorchCheckpointIO
 from torch import nn
 
 from xfer.callbacks import EpochSeed, ProcessGroupTeardown, StageTimer
-from xfer.checkpoints import AtomicCheckpointIO
+from xfer.checkpoints import write_checkpoints_atomically
 from xfer.data.module import SplitDataModule
 from xfer.data.spec import DataSpec
 from xfer.errors import ConfigError, DataError
@@ -144,8 +143,7 @@ def trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list[Callback
     """The Trainer of one stage: every logger of ``cfg.logger`` (a mapping of names to ``_target_`` nodes,
     each writing under the run folder, one version per stage), the configured callbacks (checkpoints first: ``Trainer.test(ckpt_path=
     "best")`` uses the first), per-epoch reseeding and timing, then ``callbacks`` (the strategy's). Checkpoints
-    are written by ``AtomicCheckpointIO`` in place of Lightning's default ``TorchCheckpointIO``; another
-    checkpoint plugin the config names (``+trainer.plugins=[...]``) stays."""
+    are written by ``AtomicCheckpointIO`` (``write_checkpoints_atomically``)."""
     loggers = [instantiate(node, **stage_logger_args(node, run_dir, stage))
                for node in (cfg.get("logger") or {}).values() if node is not None]
     logger: Any = loggers or False
@@ -153,6 +151,5 @@ def trainer(cfg: DictConfig, run_dir: Path, stage: str, callbacks: list[Callback
     trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir), **overrides,
                           callbacks=[*configured, EpochSeed(int(cfg.seed)), StageTimer(), ProcessGroupTeardown(),
                                      *callbacks])
-    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a configured plugin stays
-        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    write_checkpoints_atomically(trainer.strategy)
     return trainer

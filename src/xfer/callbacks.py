@@ -112,6 +112,7 @@ class StageTimer(Callback):
         self.steps = self.samples = 0
         self._epoch_start = self._val_start = 0.0
         self._val_in_epoch = 0.0
+        self._start_step = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start, self._val_in_epoch = time.perf_counter(), 0.0
@@ -120,9 +121,12 @@ class StageTimer(Callback):
         if self.first_step_unix is None:
             self.first_step_unix = time.time()
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start_step = trainer.global_step  # a resumed run starts past 0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.steps == 0:
-            self.first_step_rss_mib = rss_mib()
+        if self.first_step_rss_mib is None and trainer.global_step > self._start_step:
+            self.first_step_rss_mib = rss_mib()  # once the optimizer stepped (accumulate_grad_batches: the Nth batch)
         self.steps += 1
         self.samples += _batch_len(batch)
 

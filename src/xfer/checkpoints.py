@@ -134,24 +134,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_atomic(checkpoint, path)
 
 
+def write_checkpoints_atomically(strategy: Any) -> None:
+    """Make ``AtomicCheckpointIO`` the strategy's checkpoint writer where Lightning would use its default
+    ``TorchCheckpointIO``: none configured, or a wrapping plugin (``AsyncCheckpointIO``) named without a
+    writer of its own, which Lightning would fill with the default. A writer the config names stays, and
+    so does a strategy's own (XLA's)."""
+    from pytorch_lightning.plugins.io.wrapper import _WrappingCheckpointIO
+
+    configured = getattr(strategy, "_checkpoint_io", None)  # read before the property fills in the default
+    if isinstance(configured, _WrappingCheckpointIO):
+        inner = configured
+        while isinstance(inner.checkpoint_io, _WrappingCheckpointIO):
+            inner = inner.checkpoint_io
+        if inner.checkpoint_io is None:
+            inner.checkpoint_io = AtomicCheckpointIO()
+    elif configured is None or type(configured) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` streamed into a temp file beside ``path`` and renamed over it (xfer.io): no copy of
     the checkpoint in memory (a resnet18 with its AdamW state is 134 MiB), and no torn file under ``path``."""
-    atomic_write_with(path, lambda fh: torch.save(obj, fh), tensor_bytes(obj))
+    atomic_write_with(path, lambda fh: torch.save(obj, fh), lambda: tensor_bytes(obj))
 
 
-def tensor_bytes(obj: Any) -> int:
+def tensor_bytes(obj: Any) -> int | None:
     """The bytes of the tensors in ``obj`` (nested dicts, lists, tuples), each storage once: nearly all of a
-    checkpoint file, for the full-disk message."""
-    seen: dict[int, int] = {}
+    checkpoint file, for the full-disk message (so only asked for once the disk is full); None where
+    something in it cannot be sized (a sparse tensor, a config that does not resolve)."""
+    storages: dict[int, int] = {}
+    visited: set[int] = set()
     stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, torch.Tensor):
-            storage = item.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-        elif isinstance(item, Mapping):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return sum(seen.values())
+    try:
+        while stack:
+            item = stack.pop()
+            if id(item) in visited:  # a structure that holds itself
+                continue
+            visited.add(id(item))
+            if isinstance(item, torch.Tensor):
+                storage = item.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+            elif isinstance(item, Mapping):
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+    except Exception:  # noqa: BLE001 - only the message's size is lost
+        return None
+    return sum(storages.values())

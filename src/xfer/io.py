@@ -23,10 +23,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Non
     atomic_write_with(path, lambda fh: fh.write(data), len(data))
 
 
-def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], Any], size: int | None = None) -> None:
-    """``write(fh)`` into a temp file beside ``path``, then fsync and rename it over ``path``: a writer that
-    streams (``torch.save``) needs no copy of its output in memory first. ``size``: the bytes it writes,
-    when known, for the full-disk message."""
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], Any],
+                      size: int | Callable[[], int | None] | None = None) -> None:
+    """``write(fh)`` into a temp file beside ``path``, then fsync and rename it over ``path``, and fsync the
+    folder (so that the rename outlives a power cut): a writer that streams (``torch.save``) needs no copy
+    of its output in memory first. ``size``: the bytes it writes, or a function that tells them, for the
+    full-disk message."""
     path = Path(path)
     with full_disk_named(path, size):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +42,21 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], Any],
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename in it is on disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -98,9 +115,10 @@ def disk_full_error(path: str | os.PathLike, size: int | None = None, in_folder:
 
 
 @contextmanager
-def full_disk_named(path: str | os.PathLike, size: int | None = None) -> Iterator[None]:
-    """Around a write of ``path`` (``size`` bytes, when known): a failure for want of space becomes one
-    DiskFullError line that says what could not be written and the space left; libraries name neither."""
+def full_disk_named(path: str | os.PathLike, size: int | Callable[[], int | None] | None = None) -> Iterator[None]:
+    """Around a write of ``path`` (``size`` bytes, when known, or a function that tells them, called only
+    if the disk is full): a failure for want of space becomes one DiskFullError line that says what could
+    not be written and the space left; libraries name neither."""
     try:
         yield
     except DiskFullError:
@@ -108,4 +126,4 @@ def full_disk_named(path: str | os.PathLike, size: int | None = None) -> Iterato
     except Exception as err:
         if not is_disk_full(err):
             raise
-        raise disk_full_error(path, size) from err
+        raise disk_full_error(path, size() if callable(size) else size) from err

@@ -58,7 +58,10 @@ def tokenizers_version() -> str:
     if getattr(tokenizers, "__version__", None):
         return str(tokenizers.__version__)
     binary = getattr(getattr(tokenizers, "tokenizers", None), "__file__", None) or tokenizers.__file__
-    return "sha256:" + hashlib.sha256(_source(binary)).hexdigest()
+    try:
+        return "sha256:" + hashlib.sha256(Path(binary).read_bytes()).hexdigest()
+    except (OSError, TypeError):  # not readable: its place, so that at least no other build shares the key
+        return f"unread:{binary}"
 
 
 def key(texts: dict[str, list[str]], settings: dict[str, Any], code_file: str | os.PathLike | None = None) -> str:
