@@ -28,6 +28,8 @@ ROWS: list[tuple[str, Getter, str, str]] = [
      "+{:.0f}", "<= +150"),
     ("same, a bare PyTorch training process (import torch, an AdamW, one step) (MiB)",
      ("startup", "rss_over_torch_step_mib"), "+{:.0f}", ""),
+    ("Resident memory of the warm run after its first step over a bare training process after its step (MiB)",
+     ("startup", "first_step_rss_over_torch_step_mib"), "+{:.0f}", "<= +150"),
     ("Epoch scores: MetricCollection's extra cost over models/scores.py, share of a target step",
      lambda r: _pct(r, ("metrics", "extra_share")), "{:+.1f}%", "<= +2.0%"),
     ("Lightning / plain loop, img2txt target stage, wall time", ("lightning", "ratio"), "{:.3f}", ""),
