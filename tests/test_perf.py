@@ -277,7 +277,7 @@ def test_gpu_bench_dry_run_measures_every_section_on_the_cpu(tmp_path, monkeypat
         assert set(feeds) == {"on_device", "pinned_workers", "pageable"}
         assert feeds["pinned_workers"]["num_workers"] == 1 and feeds["pageable"]["num_workers"] == 0
         assert all(f["samples_per_s"] > 0 and f["data_ms"] >= 0 for f in feeds.values())
-    table = out.with_suffix(".md").read_text()
+    table = (tmp_path / "gpu.md").read_text()  # _gpu_dry_run's --out is tmp_path / "gpu.json"
     assert table.startswith("**DRY RUN on the CPU") and "torch.compile" in table and "pinned memory" in table
 
 
