@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.plugins import TorchCheckpointIO
+from pytorch_lightning.plugins.io.wrapper import _WrappingCheckpointIO
 
 from xfer.errors import CacheError, CheckpointError
 from xfer.io import atomic_write_with
@@ -139,8 +140,6 @@ def write_checkpoints_atomically(strategy: Any) -> None:
     ``TorchCheckpointIO``: none configured, or a wrapping plugin (``AsyncCheckpointIO``) named without a
     writer of its own, which Lightning would fill with the default. A writer the config names stays, and
     so does a strategy's own (XLA's)."""
-    from pytorch_lightning.plugins.io.wrapper import _WrappingCheckpointIO
-
     configured = getattr(strategy, "_checkpoint_io", None)  # read before the property fills in the default
     if isinstance(configured, _WrappingCheckpointIO):
         inner = configured

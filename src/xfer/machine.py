@@ -219,15 +219,22 @@ def check_sweep_disk(sweep_dir: Path, experiment_logs: Path, jobs: int) -> None:
                      f"(callbacks.checkpoint.save_last=false)")
 
 
-def rss_mib() -> float | None:
-    """This process's resident memory now (``VmRSS``), in MiB; None where there is no /proc (not Linux)."""
+def vm_rss_bytes(pid: int | str = "self") -> int | None:
+    """A process's resident memory now (``VmRSS`` of /proc/<pid>/status), in bytes; None where it cannot
+    be read (no /proc, not Linux; a process that has gone)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)  # kB
+                return int(line.split()[1]) * 1024  # kB
     except OSError:
         pass
     return None
+
+
+def rss_mib() -> float | None:
+    """This process's resident memory now, in MiB; None where there is no /proc (not Linux)."""
+    rss = vm_rss_bytes()
+    return None if rss is None else round(rss / 2**20, 1)
 
 
 def process_state() -> dict[str, int | float | None]:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from xfer.checkpoints import save_atomic
+from xfer.machine import vm_rss_bytes
 from xfer.seeding import epoch_seed
 
 try:
@@ -243,14 +244,6 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def tree_rss(pid: int) -> tuple[int, int]:
@@ -261,7 +254,7 @@ def tree_rss(pid: int) -> tuple[int, int]:
         if p in seen:
             continue
         seen.add(p)
-        sizes.append(_rss_bytes(p))
+        sizes.append(vm_rss_bytes(p) or 0)  # a process gone meanwhile holds nothing
         todo += _children(p)
     return sum(sizes), max(sizes, default=0)
 
