@@ -152,6 +152,9 @@ def test_every_shipped_config_passes_validation(override: str):
     ("+lr=1", "lr is not a known key; allowed: analysis, callbacks, ckpt_path,"),
     ("+callbacks.checkpoint.every=1",
      "callbacks.checkpoint.every is not a known key; allowed: mode, monitor, save_last"),
+    ("+trainer.plugins=[{_target_:nope.Nope}]", "trainer.plugins[0]._target_=nope.Nope: no such class can be imported"),
+    ("+trainer.plugins={_target_:pytorch_lightning.plugins.io.AsyncCheckpointIO,bogus:1}",
+     "trainer.plugins.bogus is not a known key; allowed: checkpoint_io"),
 ])
 def test_validation_names_key_value_and_what_is_allowed(override: str, message: str):
     with pytest.raises(ConfigError) as err:
@@ -783,13 +786,15 @@ def test_every_trainer_writes_checkpoints_atomically_unless_the_config_names_its
     assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
     # a wrapping plugin named alone would get Lightning's default writer: it wraps the atomic one instead
     plugin = "pytorch_lightning.plugins.io.AsyncCheckpointIO"
-    wrapped = build.trainer(_compose(["experiment=img2txt", f"+trainer.plugins=[{{_target_: {plugin}}}]"]),
-                            tmp_path, "target", []).strategy.checkpoint_io
+    alone = _compose(["experiment=img2txt", f"+trainer.plugins=[{{_target_: {plugin}}}]"])
+    validate(alone)  # the plugin passes the config checks
+    wrapped = build.trainer(alone, tmp_path, "target", []).strategy.checkpoint_io
     assert type(wrapped) is AsyncCheckpointIO and type(wrapped.checkpoint_io) is AtomicCheckpointIO
     # a writer the config names stays
     named = "{_target_: pytorch_lightning.plugins.TorchCheckpointIO}"
-    inner = build.trainer(_compose(["experiment=img2txt", f"+trainer.plugins=[{{_target_: {plugin}, checkpoint_io: {named}}}]"]),
-                          tmp_path, "target", []).strategy.checkpoint_io
+    nested = _compose(["experiment=img2txt", f"+trainer.plugins=[{{_target_: {plugin}, checkpoint_io: {named}}}]"])
+    validate(nested)
+    inner = build.trainer(nested, tmp_path, "target", []).strategy.checkpoint_io
     assert type(inner) is AsyncCheckpointIO and type(inner.checkpoint_io) is TorchCheckpointIO
 
 

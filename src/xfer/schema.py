@@ -13,7 +13,8 @@ What is checked where:
 * our own groups (top level, ``source_stage``, ``optim``, ``callbacks``, ``paths``): every key is
   known, with a type and a range;
 * ``trainer``: the keys are ``pytorch_lightning.Trainer``'s arguments (less the three xfer passes
-  itself); the usual ones have types and ranges;
+  itself); the usual ones have types and ranges; a ``plugins`` entry that is a ``_target_`` node is
+  checked as a part (below);
 * ``trunk``, ``source_adapter``, ``target_adapter``, ``head``, ``strategy``: the keys are the
   arguments of the ``_target_`` class; a value's type follows the argument's default (an int default
   wants an integer, a float a number, ...), an argument annotated with a ``Literal`` alias takes its values
@@ -410,6 +411,10 @@ def _check_trainer(node: Any) -> None:
     for k, rule in TRAINER.items():
         if k in node:
             _check(node, k, rule, f"trainer.{k}")
+    plugins = node.get("plugins") if isinstance(node, DictConfig) else None
+    for i, plugin in enumerate(plugins if isinstance(plugins, ListConfig) else [plugins]):
+        if isinstance(plugin, DictConfig):  # a _target_ node (a checkpoint writer); Lightning's strings it checks itself
+            _check_part(plugin, f"trainer.plugins[{i}]" if isinstance(plugins, ListConfig) else "trainer.plugins")
 
 
 def _check_data(node: Any, group: str) -> None:
